@@ -1,0 +1,121 @@
+"""All configuration, from `DIGEST_*` environment variables and an optional `.env` file.
+
+Validated once at start-up so a typo in a time zone or a cron expression fails before any mail
+is planned, not in the middle of a send.
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from digest.errors import ConfigurationError
+
+PROVIDERS = ("outbox", "smtp", "postmark", "sendgrid", "mailgun", "resend")
+
+# Values people paste from examples; treated as "no secret at all".
+SAMPLE_SECRETS = frozenset({"", "changeme", "change-me", "secret", "dev", "development",
+                            "please-change", "your-secret-key", "insecure"})
+# Used only when no real mail can leave and nothing listens beyond localhost.
+LOCAL_ONLY_SECRET = "local-only-insecure-key-never-used-for-real-mail"
+SECRET_HINT = ('generate one with: python -c "import secrets; print(secrets.token_urlsafe(32))" '
+               "and set it as DIGEST_SECRET_KEY")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DIGEST_", env_file=".env", extra="ignore",
+                                      populate_by_name=True)
+
+    database_url: str = "sqlite:///./digest.db"
+    provider: str = "outbox"
+    outbox_dir: str = "./outbox"
+    provider_url: str | None = None
+    provider_token: SecretStr | None = None
+    mailgun_domain: str | None = None
+    postmark_stream: str = "broadcast"
+    smtp_url: str | None = None
+    from_: str = Field("Weekly AI Tool Verdicts <digest@localhost>", alias="DIGEST_FROM")
+    reply_to: str | None = None
+    base_url: str = "http://127.0.0.1:8000"
+    secret_key: SecretStr | None = None
+    postal_address: str = "Verdict Digest, 1 Example Street, 10115 Berlin, Germany"
+    timezone: str = "UTC"
+    schedule: str = "0 9 * * mon"
+    send_deadline_hours: float = Field(24.0, gt=0)
+    webhook_secret: SecretStr | None = None
+    unsubscribe_mailto: str | None = None
+    list_id: str = "weekly-verdicts"
+    site_name: str = "Weekly AI Tool Verdicts"
+    rate_limit: float = Field(0.0, ge=0, description="messages per second per provider; 0 = none")
+    preview_public: bool = False
+
+    @field_validator("provider")
+    @classmethod
+    def _known_provider(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value not in PROVIDERS:
+            raise ValueError(f"unknown provider {value!r}; choose one of {', '.join(PROVIDERS)}")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name like Europe/Berlin)")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _valid_base_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"base URL {value!r} must be an absolute http(s) URL")
+        return value.rstrip("/")
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def sends_real_mail(self) -> bool:
+        return self.provider != "outbox"
+
+    def signing_key(self, *, public: bool = False) -> bytes:
+        """The key for tokens. A real secret is required when mail can go out or the web app is public."""
+        raw = self.secret_key.get_secret_value() if self.secret_key else ""
+        if raw.strip().lower() in SAMPLE_SECRETS or len(raw) < 16:
+            if self.sends_real_mail or public:
+                why = (f"provider {self.provider!r} sends real mail" if self.sends_real_mail
+                       else "the web app listens beyond localhost")
+                state = "missing" if not raw else "a sample or too short (16+ characters)"
+                raise ConfigurationError(f"DIGEST_SECRET_KEY is {state}, and {why}; {SECRET_HINT}")
+            return LOCAL_ONLY_SECRET.encode()
+        return raw.encode()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings, turning pydantic's report into one line per bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = "DIGEST_" + "_".join(str(p) for p in err["loc"]).upper().rstrip("_")
+            lines.append(f"{name}: {err['msg'].removeprefix('Value error, ')}")
+        raise ConfigurationError("invalid settings: " + "; ".join(lines)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(32)

@@ -1,0 +1,104 @@
+"""Shared fixtures: a migrated database on SQLite always, and on PostgreSQL when
+DIGEST_TEST_DATABASE_URL is set (CI sets it). Each test gets empty tables."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlmodel import Session, SQLModel
+
+from digest.db import make_engine, upgrade
+from digest.settings import load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+SEEDS = SHARED / "seeds"
+PG_URL = os.environ.get("DIGEST_TEST_DATABASE_URL")
+
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+def _pg_database(base_url: str):
+    """Create a throwaway database on the test server, so runs never see each other's rows."""
+    admin = make_engine(base_url, isolation_level="AUTOCOMMIT", pool_size=1)
+    name = f"digest_test_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_engine(base_url).url.set(database=name).render_as_string(hide_password=False)
+    return admin, name, url
+
+
+@pytest.fixture(scope="session")
+def pg_url():
+    if not PG_URL:
+        pytest.skip("DIGEST_TEST_DATABASE_URL not set (CI sets it to the local PostgreSQL)")
+    admin, name, url = _pg_database(PG_URL)
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _truncate(engine) -> None:
+    tables = [t.name for t in SQLModel.metadata.sorted_tables]
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("TRUNCATE " + ", ".join(tables) + " RESTART IDENTITY CASCADE"))
+        else:
+            for name in reversed(tables):
+                conn.execute(text(f"DELETE FROM {name}"))
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request, tmp_path):
+    """A URL of a migrated, empty database: SQLite file, or the shared PostgreSQL test database."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'test.db'}"
+        engine = make_engine(url)
+        upgrade(engine)
+        engine.dispose()
+        return url
+    url = request.getfixturevalue("pg_url")
+    engine = make_engine(url)
+    _truncate(engine)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def engine(db_url):
+    engine = make_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def session(engine):
+    with Session(engine, expire_on_commit=False) as session:
+        yield session
+
+
+@pytest.fixture
+def settings(db_url, tmp_path, monkeypatch):
+    """Settings for a test: this database, an outbox in tmp, no `.env` from the developer's folder."""
+    monkeypatch.chdir(tmp_path)
+    for key in list(os.environ):
+        if key.startswith("DIGEST_") and key != "DIGEST_TEST_DATABASE_URL":
+            monkeypatch.delenv(key)
+    return load_settings(database_url=db_url, outbox_dir=str(tmp_path / "outbox"),
+                         base_url="https://digest.example.test", timezone="Europe/Berlin",
+                         secret_key="test-secret-key-0123456789abcdef")
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    path = Path(os.environ.get("DIGEST_TEST_ARTIFACTS", ROOT / "artifacts"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
