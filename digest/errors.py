@@ -50,3 +50,9 @@ class ConfigurationError(Exception):
     """The settings cannot work (missing secret, unknown provider, bad time zone)."""
 
     exit_code = 3
+
+
+class UncertainProviderError(TransientProviderError):
+    """The request went out and no usable answer came back (read timeout, connection dropped
+    after sending, a garbled success): the provider may have accepted it. Retry only with the
+    same idempotency key; otherwise leave it for the operator, never re-send silently."""

@@ -14,6 +14,7 @@ from digest.confirmation import confirmation_sender, templates_root
 from digest.models import Issue
 from digest.personalize import NAME, UNSUBSCRIBE_URL, VIEW_URL, SplitTemplate
 from digest.settings import Settings
+from digest.webhooks.routes import make_router as make_webhook_router
 from subscribers.links import Links
 from subscribers.models import Subscriber
 from subscribers.routes import RateLimiter, create_router, utc_now
@@ -63,8 +64,7 @@ def create_app(settings: Settings, engine: Engine, *, public: bool = False,
         postal_address=settings.postal_address,
         rate_limiter=rate_limiter,
     ))
-    # --- webhooks: the lead includes the provider webhook router here -------------------------
-    # app.include_router(<webhooks router>(settings, engine))
-    # ------------------------------------------------------------------------------------------
+    app.include_router(make_webhook_router(settings, engine,
+                                           clock=lambda: clock().timestamp()))
     app.state.settings, app.state.engine, app.state.links = settings, engine, links
     return app

@@ -79,13 +79,14 @@ class Letter:
         return self.html.fill(recipient.values), self.text.fill(recipient.values)
 
 
-Status = Literal["sent", "rejected", "transient"]
+Status = Literal["sent", "rejected", "transient", "uncertain"]
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """One recipient's result: `sent` (accepted, with the provider's id), `rejected` (permanent,
-    never retried) or `transient` (retry later)."""
+    never retried), `transient` (retry later) or `uncertain` (the message went out and no answer
+    came back, e.g. an SMTP connection lost during DATA: it may have been delivered)."""
 
     status: Status
     message_id: str | None = None
@@ -103,6 +104,10 @@ class Outcome:
     @classmethod
     def transient(cls, reason: str) -> "Outcome":
         return cls("transient", None, reason)
+
+    @classmethod
+    def uncertain(cls, reason: str) -> "Outcome":
+        return cls("uncertain", None, reason)
 
 
 class Provider(ABC):

@@ -1,4 +1,7 @@
-"""Maps `DIGEST_PROVIDER` to a configured provider instance."""
+"""Maps `DIGEST_PROVIDER` to a configured provider instance.
+
+Missing credentials fail here, before any delivery is claimed, naming the variable to set.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +9,48 @@ from digest.errors import ConfigurationError
 from digest.providers.base import Provider
 
 
-def build(settings) -> Provider:
-    if settings.provider == "outbox":
+def _token(settings) -> str:
+    token = settings.provider_token.get_secret_value() if settings.provider_token else ""
+    if not token.strip():
+        raise ConfigurationError(f"provider {settings.provider!r} needs an API key: set "
+                                 "DIGEST_PROVIDER_TOKEN")
+    return token.strip()
+
+
+def build(settings, **kwargs) -> Provider:
+    """The configured provider. `kwargs` go to the provider (tests pass timeouts)."""
+    name = settings.provider
+    base_url = settings.provider_url or None
+    if name == "outbox":
         from digest.providers.outbox import OutboxProvider
 
         return OutboxProvider(settings.outbox_dir)
-    raise ConfigurationError(f"provider {settings.provider!r} is not available yet")
+    if name == "smtp":
+        from digest.providers.smtp import SmtpProvider
+
+        if not settings.smtp_url:
+            raise ConfigurationError("provider 'smtp' needs DIGEST_SMTP_URL, e.g. "
+                                     "smtp+starttls://user:pass@mail.example.com:587")
+        return SmtpProvider.from_url(settings.smtp_url, **kwargs)
+    if name == "postmark":
+        from digest.providers.postmark import PostmarkProvider
+
+        return PostmarkProvider(_token(settings), stream=settings.postmark_stream,
+                                base_url=base_url, **kwargs)
+    if name == "sendgrid":
+        from digest.providers.sendgrid import SendGridProvider
+
+        return SendGridProvider(_token(settings), base_url=base_url, **kwargs)
+    if name == "mailgun":
+        from digest.providers.mailgun import MailgunProvider
+
+        if not (settings.mailgun_domain or "").strip():
+            raise ConfigurationError("provider 'mailgun' needs the sending domain: set "
+                                     "DIGEST_MAILGUN_DOMAIN")
+        return MailgunProvider(_token(settings), domain=settings.mailgun_domain.strip(),
+                               base_url=base_url, **kwargs)
+    if name == "resend":
+        from digest.providers.resend import ResendProvider
+
+        return ResendProvider(_token(settings), base_url=base_url, **kwargs)
+    raise ConfigurationError(f"provider {name!r} is not available")

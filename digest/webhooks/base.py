@@ -1,0 +1,91 @@
+"""The one event type every provider's webhook is normalised to, and the checks they share.
+
+A provider module exposes `verify_and_parse(body, headers, *, secret, now)`: it checks
+authenticity over the raw bytes first (nothing is parsed before that), then maps the provider's
+own event names through a table to `ProviderEvent`s. Anything forged, stale or malformed raises
+`WebhookRejected` (the route answers 400 and changes nothing); a secret that cannot work raises
+`ConfigurationError` (503, so the provider retries once the operator has fixed it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Kind = Literal["bounced", "complained", "unsubscribed", "other"]
+TOLERANCE = 300.0  # seconds a signed timestamp may differ from our clock (Svix's default)
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderEvent:
+    provider: str
+    event_id: str  # unique per provider: a replay carries the same id
+    kind: Kind
+    email: str | None
+    issue_key: str | None = None
+    hard: bool = False  # for bounces: permanent. Soft bounces are recorded nowhere.
+    occurred_at: dt.datetime | None = None
+    # A second id for the signed request itself, where the signature does not cover the event
+    # (Mailgun signs only timestamp + token): seen once, any request carrying it is a replay.
+    replay_key: str | None = None
+
+    @property
+    def actionable(self) -> bool:
+        """Whether this event changes a subscriber: hard bounces, complaints, unsubscribes."""
+        if not self.email:
+            return False
+        if self.kind == "bounced":
+            return self.hard
+        return self.kind in ("complained", "unsubscribed")
+
+
+class WebhookRejected(Exception):
+    """Not from the provider, or not readable: answered with 400, nothing is changed."""
+
+
+class StaleWebhook(WebhookRejected):
+    """Signed too long ago (or in the future): a captured request being replayed."""
+
+
+def check_timestamp(raw: object, now: float, tolerance: float = TOLERANCE) -> float:
+    try:
+        stamp = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise WebhookRejected(f"timestamp {raw!r} is not a number") from None
+    if abs(now - stamp) > tolerance:
+        raise StaleWebhook(f"timestamp is {now - stamp:+.0f} s from now (tolerance "
+                           f"{tolerance:.0f} s)")
+    return stamp
+
+
+def load_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise WebhookRejected("body is not JSON") from None
+
+
+def from_epoch(value: object) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromtimestamp(float(value), dt.timezone.utc)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+
+
+def from_iso(value: object) -> dt.datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+def derived_id(*parts: object) -> str:
+    """An event id for providers that send none: the same event always hashes the same."""
+    joined = "\x1f".join("" if p is None else str(p) for p in parts)
+    return "sha256:" + hashlib.sha256(joined.encode()).hexdigest()
