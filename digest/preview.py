@@ -122,12 +122,12 @@ _PAGE = Environment(autoescape=True).from_string("""<!doctype html>
 </style></head><body>
 <header>
  <h1>{{ site_name }} · issue preview</h1>
- <form action="/go" method="get"><label>Week
+ <form action="{{ root }}/go" method="get"><label>Week
   <select name="week" onchange="this.form.submit()">
   {% for w in weeks %}<option value="{{ w }}"{% if w == key %} selected{% endif %}>{{ w }}</option>{% endfor %}
   </select></label> <noscript><button>Show</button></noscript></form>
- {% if prev %}<a href="/week/{{ prev }}">&larr; {{ prev }}</a>{% endif %}
- {% if next %}<a href="/week/{{ next }}">{{ next }} &rarr;</a>{% endif %}
+ {% if prev %}<a href="{{ root }}/week/{{ prev }}">&larr; {{ prev }}</a>{% endif %}
+ {% if next %}<a href="{{ root }}/week/{{ next }}">{{ next }} &rarr;</a>{% endif %}
 </header>
 <main>
 {% if error %}<p class="tag warn">{{ error }}</p>{% else %}
@@ -145,9 +145,9 @@ _PAGE = Environment(autoescape=True).from_string("""<!doctype html>
 </dl>
 <div class="frames">
  <figure><figcaption>Desktop · 800 px</figcaption>
-  <iframe title="Desktop rendering" src="/week/{{ key }}/email.html" width="800" sandbox="allow-popups"></iframe></figure>
+  <iframe title="Desktop rendering" src="{{ root }}/week/{{ key }}/email.html" width="800" sandbox="allow-popups"></iframe></figure>
  <figure><figcaption>Phone · 375 px</figcaption>
-  <iframe title="Phone rendering" src="/week/{{ key }}/email.html" width="375" sandbox="allow-popups"></iframe></figure>
+  <iframe title="Phone rendering" src="{{ root }}/week/{{ key }}/email.html" width="375" sandbox="allow-popups"></iframe></figure>
  <figure><figcaption>Plain text</figcaption><pre>{{ text }}</pre></figure>
 </div>
 {% endif %}
@@ -156,9 +156,10 @@ _PAGE = Environment(autoescape=True).from_string("""<!doctype html>
 
 
 def create_app(engine: Engine, settings: Settings, *,
-               clock: Callable[[], dt.datetime] = utcnow) -> FastAPI:
+               clock: Callable[[], dt.datetime] = utcnow, root: str = "") -> FastAPI:
     """The preview site: `/` (this week or the newest with content), `/week/{key}`, and the
-    sample reader's `/week/{key}/email.html` and `/week/{key}/email.txt`."""
+    sample reader's `/week/{key}/email.html` and `/week/{key}/email.txt`. `root` is the path
+    the site is mounted under (`/preview` inside the main web app)."""
     app = FastAPI(title=f"{settings.site_name} preview", docs_url=None, redoc_url=None,
                   openapi_url=None)
 
@@ -175,12 +176,12 @@ def create_app(engine: Engine, settings: Settings, *,
     def index() -> RedirectResponse:
         with Session(engine) as session:
             week = default_week(session, settings, clock())
-        return RedirectResponse(f"/week/{week.key}", status_code=303)
+        return RedirectResponse(f"{root}/week/{week.key}", status_code=303)
 
     @app.get("/go")
     def go(week: str) -> RedirectResponse:
         try:
-            return RedirectResponse(f"/week/{Edition.parse(week).key}", status_code=303)
+            return RedirectResponse(f"{root}/week/{Edition.parse(week).key}", status_code=303)
         except DigestError as exc:
             raise HTTPException(400, str(exc)) from None
 
@@ -194,7 +195,7 @@ def create_app(engine: Engine, settings: Settings, *,
             weeks = [w.key for w in editions_with_content(session, settings.tz)]
         if edition.key not in weeks:
             weeks = sorted([*weeks, edition.key])
-        context = dict(site_name=settings.site_name, key=edition.key, weeks=weeks,
+        context = dict(site_name=settings.site_name, key=edition.key, weeks=weeks, root=root,
                        prev=edition.shift(-1).key, next=edition.shift(1).key, error=None)
         try:
             preview = _preview(edition.key)

@@ -66,5 +66,10 @@ def create_app(settings: Settings, engine: Engine, *, public: bool = False,
     ))
     app.include_router(make_webhook_router(settings, engine,
                                            clock=lambda: clock().timestamp()))
+    if not public or settings.preview_public:
+        # Operators' preview shows unsent content: local only unless DIGEST_PREVIEW_PUBLIC=true.
+        from digest.preview import create_app as create_preview
+
+        app.mount("/preview", create_preview(engine, settings, clock=clock, root="/preview"))
     app.state.settings, app.state.engine, app.state.links = settings, engine, links
     return app

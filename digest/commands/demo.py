@@ -1,0 +1,57 @@
+"""`digest demo`: run the weekly pipeline on sample content and say where to look."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from digest.commands.common import console, reports_errors
+
+
+@reports_errors
+def demo(folder: Path = typer.Option(Path("digest-demo"), "--dir",
+                                     help="where the demo database, issue and outbox go")) -> None:
+    """Create a SQLite database, load sample comparisons and readers, render and send this
+    week's issue into a local outbox of .eml files."""
+    from rich.table import Table
+
+    from digest.demo import run_demo
+
+    result = run_demo(folder)
+    console.print(f"[bold]Demo database[/]  {result.database_url}", highlight=False)
+    console.print(f"Loaded {result.comparisons} sample comparisons into {result.week} and "
+                  f"{sum(result.subscribers.values())} readers "
+                  f"({', '.join(f'{n} {s}' for s, n in sorted(result.subscribers.items()))}).",
+                  highlight=False)
+    from sqlmodel import Session
+
+    from digest.commands.content import comparison_rows
+    from digest.db import make_engine
+
+    engine = make_engine(result.database_url)
+    with Session(engine) as session:
+        rows = comparison_rows(session, week=result.week)
+    engine.dispose()
+    table = Table(title=f"Comparisons in {result.week}")
+    for column in ("published", "tool A", "panel", "avg", "tool B", "panel", "avg"):
+        table.add_column(column)
+    for r in reversed(rows):
+        table.add_row(r["published_at"][:16].replace("T", " "), r["tool_a"], r["verdict_a"],
+                      str(r["avg_a"] or "-"), r["tool_b"], r["verdict_b"], str(r["avg_b"] or "-"))
+    console.print(table)
+    console.print(f"Issue {result.week}: [bold]{result.subject}[/] ({result.issue_status}, "
+                  f"{result.html_bytes:,} bytes of HTML, budget 102,400)", highlight=False)
+    if result.html_path:
+        console.print(f"Open the email in a browser:  {result.html_path.as_uri()}", highlight=False)
+        console.print(f"Plain-text version:           {result.text_path}", highlight=False)
+    console.print(f"Sent {result.sent} messages to the outbox: {result.outbox}/*.eml "
+                  f"(index: {result.outbox}/index.jsonl)", highlight=False)
+    env = f"DIGEST_DATABASE_URL={result.database_url}"
+    console.print(f"Next: `{env} digest serve` for the web copy and the unsubscribe pages, or "
+                  f"`{env} digest preview --serve` to see the issue at phone and desktop widths.",
+                  highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)
