@@ -84,6 +84,18 @@ def _panel(tool) -> str:
     return f"{tool.panel_verdict} {tool.panel_ship}/{tool.panel_skip}"
 
 
+def print_comparisons(rows: list[dict], fmt: OutputFormat, *, title: str) -> None:
+    """JSON keeps every field; the table keeps what fits in 80 columns."""
+    if fmt is OutputFormat.json:
+        emit(rows, fmt, columns=[])
+        return
+    compact = [{**r, "published": r["published_at"][:16].replace("T", " "),
+                "avg_a": "-" if r["avg_a"] is None else r["avg_a"],
+                "avg_b": "-" if r["avg_b"] is None else r["avg_b"]} for r in rows]
+    emit(compact, fmt, title=title,
+         columns=["published", "tool_a", "verdict_a", "avg_a", "tool_b", "verdict_b", "avg_b"])
+
+
 @reports_errors
 def list_(week: Optional[str] = typer.Option(None, "--week", help="ISO week, e.g. 2026-W47"),
           fmt: OutputFormat = FormatOption) -> None:
@@ -92,8 +104,7 @@ def list_(week: Optional[str] = typer.Option(None, "--week", help="ISO week, e.g
 
     with Session(engine()) as session:
         rows = comparison_rows(session, week=week)
-    emit(rows, fmt, title=f"comparisons{' in ' + week if week else ''}",
-         columns=["published_at", "tool_a", "verdict_a", "avg_a", "tool_b", "verdict_b", "avg_b"])
+    print_comparisons(rows, fmt, title=f"Comparisons{' in ' + week if week else ''}")
 
 
 def register(app: typer.Typer) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from digest.commands.common import console, reports_errors
+from digest.commands.common import OutputFormat, console, reports_errors
 
 
 @reports_errors
@@ -14,8 +14,6 @@ def demo(folder: Path = typer.Option(Path("digest-demo"), "--dir",
                                      help="where the demo database, issue and outbox go")) -> None:
     """Create a SQLite database, load sample comparisons and readers, render and send this
     week's issue into a local outbox of .eml files."""
-    from rich.table import Table
-
     from digest.demo import run_demo
 
     result = run_demo(folder)
@@ -26,20 +24,15 @@ def demo(folder: Path = typer.Option(Path("digest-demo"), "--dir",
                   highlight=False)
     from sqlmodel import Session
 
-    from digest.commands.content import comparison_rows
+    from digest.commands.content import comparison_rows, print_comparisons
     from digest.db import make_engine
 
     engine = make_engine(result.database_url)
     with Session(engine) as session:
         rows = comparison_rows(session, week=result.week)
     engine.dispose()
-    table = Table(title=f"Comparisons in {result.week}")
-    for column in ("published", "tool A", "panel", "avg", "tool B", "panel", "avg"):
-        table.add_column(column)
-    for r in reversed(rows):
-        table.add_row(r["published_at"][:16].replace("T", " "), r["tool_a"], r["verdict_a"],
-                      str(r["avg_a"] or "-"), r["tool_b"], r["verdict_b"], str(r["avg_b"] or "-"))
-    console.print(table)
+    print_comparisons(list(reversed(rows)), OutputFormat.table,
+                      title=f"Comparisons in {result.week}")
     console.print(f"Issue {result.week}: [bold]{result.subject}[/] ({result.issue_status}, "
                   f"{result.html_bytes:,} bytes of HTML, budget 102,400)", highlight=False)
     if result.html_path:
