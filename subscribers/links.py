@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -22,3 +23,13 @@ class Links:
     def view(self, issue_key: str, subscriber_id: int) -> str:
         token = self.signer.sign("view", subscriber_id)
         return f"{self.base_url}/issues/{quote(issue_key, safe='')}?t={token}"
+
+    # The same links for a whole batch of recipients at once (what a send needs).
+
+    def unsubscribe_many(self, subscriber_ids: Sequence[int]) -> list[str]:
+        prefix = f"{self.base_url}/u/"
+        return [prefix + token for token in self.signer.sign_many("unsubscribe", subscriber_ids)]
+
+    def view_many(self, issue_key: str, subscriber_ids: Sequence[int]) -> list[str]:
+        prefix = f"{self.base_url}/issues/{quote(issue_key, safe='')}?t="
+        return [prefix + token for token in self.signer.sign_many("view", subscriber_ids)]

@@ -11,7 +11,7 @@ import base64
 import hashlib
 import hmac
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 PURPOSES = ("confirm", "unsubscribe", "view")
 # Confirmation links go stale; unsubscribe and view links live in archived mail and must keep working.
@@ -49,6 +49,24 @@ class Signer:
     def sign(self, purpose: str, subject: int | str) -> str:
         body = f"{subject}.{int(self._clock()):x}"
         return f"{body}.{_b64(self._mac(purpose, body))}"
+
+    def sign_many(self, purpose: str, subjects: Iterable[int | str]) -> list[str]:
+        """The tokens `sign` would give each subject, issued at one instant.
+
+        A send signs two tokens per recipient, a million times: reading the clock once and
+        keying the MAC once per call makes that about half the cost."""
+        try:
+            keyed = hmac.new(self._keys[purpose], digestmod=hashlib.sha256)
+        except KeyError:
+            raise ValueError(f"unknown token purpose {purpose!r}") from None
+        issued = f".{int(self._clock()):x}"
+        tokens = []
+        for subject in subjects:
+            body = f"{subject}{issued}"
+            mac = keyed.copy()
+            mac.update(body.encode())
+            tokens.append(f"{body}.{_b64(mac.digest()[:_MAC_BYTES])}")
+        return tokens
 
     def verify(self, token: str, purpose: str, *, max_age: float | None = -1.0) -> str:
         """Return the subject if the token is genuine, for `purpose`, and not too old."""
