@@ -8,69 +8,24 @@ first mail a subscriber gets already looks like the digest.
 from __future__ import annotations
 
 import functools
-import logging
-import re
-import textwrap
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit
-
-import premailer
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
-from mjml import mjml2html
 
 from digest.errors import PermanentProviderError, TransientProviderError
 from digest.personalize import NAME
 from digest.providers import Letter, Outcome, Provider, Recipient, build_provider
+from digest.render import environment, mjml_to_email, template_dir
 from digest.settings import Settings
 from subscribers.tokens import DEFAULT_MAX_AGE
 
 TAG = "confirm"
-logging.getLogger("CSSUTILS").setLevel(logging.CRITICAL)  # cssutils warns about valid email CSS
-
-
-def templates_root() -> Path:
-    """`templates/` inside the package when installed from a wheel, else at the repository root."""
-    here = Path(__file__).resolve().parent
-    installed = here / "templates"
-    return installed if (installed / "email").is_dir() else here.parent / "templates"
-
-
-def _wrap(text: str, width: int = 72) -> str:
-    return textwrap.fill(" ".join(str(text).split()), width=width, break_long_words=False,
-                         break_on_hyphens=False)
-
-
-@functools.lru_cache(maxsize=1)
-def _environment() -> Environment:
-    env = Environment(loader=FileSystemLoader(str(templates_root() / "email")),
-                      autoescape=lambda name: bool(name) and not name.endswith(".txt.j2"),
-                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                      keep_trailing_newline=True)
-    env.filters["wrap"] = _wrap
-    return env
 
 
 @functools.lru_cache(maxsize=1)
 def _inline_css() -> str:
-    return (templates_root() / "email" / "confirm.css").read_text("utf-8")
-
-
-# MJML's own reset and layout blocks (and the dark-mode block) stay in <head> as they are; only
-# confirm.css is inlined into the elements.
-_STYLE_TAG = re.compile(r"<style(?= type=\"text/css\">| media=)")
-
-
-def _inline(document: str) -> str:
-    marked = _STYLE_TAG.sub('<style data-premailer="ignore"', document)
-    out = premailer.transform(
-        marked, css_text=[_inline_css()], strip_important=False, allow_network=False,
-        allow_loading_external_files=False, disable_link_rewrites=True, base_url=None,
-        remove_classes=False, disable_validation=True, cssutils_logging_level=logging.CRITICAL)
-    # lxml drops MJML's lower-case doctype; without one, mail clients render in quirks mode.
-    return out if out.lstrip()[:9].lower() == "<!doctype" else "<!doctype html>\n" + out
+    return (template_dir() / "confirm.css").read_text("utf-8")
 
 
 @dataclass(frozen=True)
@@ -97,9 +52,9 @@ def render_confirmation(settings: Settings, *, name: str | None,
         "has_name": bool(name),
         "name_token": NAME,
     }
-    env = _environment()
+    env = environment()
     mjml_source = env.get_template("confirm.mjml.j2").render(context)
-    html = _inline(mjml2html(mjml_source, fonts={}))
+    html = mjml_to_email(mjml_source, inline_css=_inline_css())
     text = env.get_template("confirm.txt.j2").render(context)
     return ConfirmationMail(subject, html, text, {NAME: name} if name else {})
 

@@ -50,11 +50,16 @@ class RenderError(DigestError):
     """The issue cannot be rendered within the size budget."""
 
 
-def template_dir() -> Path:
-    """`templates/email` next to the package when installed, else at the repository root."""
+def templates_root() -> Path:
+    """`templates/` inside the package when installed from a wheel, else at the repository root."""
     here = Path(__file__).resolve().parent
-    installed = here / "templates" / "email"
-    return installed if installed.is_dir() else here.parent / "templates" / "email"
+    installed = here / "templates"
+    return installed if (installed / "email").is_dir() else here.parent / "templates"
+
+
+def template_dir() -> Path:
+    """The email templates (MJML, text, CSS)."""
+    return templates_root() / "email"
 
 
 # --- view models: everything the templates show, computed here and nowhere else ---------------

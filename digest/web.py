@@ -10,7 +10,8 @@ from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from digest.confirmation import confirmation_sender, templates_root
+from digest.confirmation import confirmation_sender
+from digest.render import templates_root
 from digest.models import Issue
 from digest.personalize import NAME, UNSUBSCRIBE_URL, VIEW_URL, SplitTemplate
 from digest.settings import Settings
