@@ -112,11 +112,6 @@ def upsert_comparisons(session: Session, items: Iterable[ComparisonIn], *,
     return report
 
 
-def average_score(tool: Tool) -> float | None:
-    scores = [r.score for r in tool.reviews if r.score is not None]
-    return sum(scores) / len(scores) if scores else None
-
-
 def list_comparisons(session: Session, *, start: dt.datetime | None = None,
                      end: dt.datetime | None = None) -> Sequence[Comparison]:
     """Comparisons newest first, optionally within [start, end)."""

@@ -11,6 +11,8 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import Session, SQLModel
 
+from typer.testing import CliRunner
+
 from digest.db import make_engine, upgrade
 from digest.settings import load_settings
 
@@ -102,3 +104,38 @@ def artifacts_dir() -> Path:
     path = Path(os.environ.get("DIGEST_TEST_ARTIFACTS", ROOT / "artifacts"))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@pytest.fixture
+def env(settings, monkeypatch) -> dict[str, str]:
+    """The `settings` fixture as DIGEST_* variables, for commands run through the CLI."""
+    from digest.commands import common
+
+    values = {
+        "DIGEST_DATABASE_URL": settings.database_url,
+        "DIGEST_OUTBOX_DIR": settings.outbox_dir,
+        "DIGEST_SECRET_KEY": settings.secret_key.get_secret_value(),
+        "DIGEST_BASE_URL": settings.base_url,
+        "DIGEST_TIMEZONE": settings.timezone,
+    }
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    common.reset()  # settings and engine are cached per process
+    yield values
+    common.reset()
+
+
+@pytest.fixture
+def cli(env):
+    """Run `digest ...` in-process; `.out`/`.err` have whitespace folded for easy matching."""
+    from digest.cli import app
+
+    runner = CliRunner()
+
+    def run(*args: str):
+        result = runner.invoke(app, list(args), env={"COLUMNS": "200"})
+        result.out = " ".join(result.stdout.split())
+        result.err = " ".join(result.stderr.split())
+        return result
+
+    return run

@@ -16,42 +16,12 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlmodel import Session, select
-from typer.testing import CliRunner
 
-from digest.cli import app
 from digest.commands import common
 from digest.db import make_engine
 from subscribers.lifecycle import email_hash
 from subscribers.models import Subscriber, Suppression
 from subscribers.tokens import Signer
-
-
-@pytest.fixture
-def env(settings, monkeypatch) -> dict[str, str]:
-    values = {
-        "DIGEST_DATABASE_URL": settings.database_url,
-        "DIGEST_OUTBOX_DIR": settings.outbox_dir,
-        "DIGEST_SECRET_KEY": settings.secret_key.get_secret_value(),
-        "DIGEST_BASE_URL": settings.base_url,
-    }
-    for key, value in values.items():
-        monkeypatch.setenv(key, value)
-    common.reset()  # settings and engine are cached per process
-    yield values
-    common.reset()
-
-
-@pytest.fixture
-def cli(env):
-    runner = CliRunner()
-
-    def run(*args: str):
-        result = runner.invoke(app, list(args), env={"COLUMNS": "200"})
-        result.out = " ".join(result.stdout.split())
-        result.err = " ".join(result.stderr.split())
-        return result
-
-    return run
 
 
 @pytest.fixture

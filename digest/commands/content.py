@@ -54,7 +54,8 @@ def import_(paths: list[Path] = typer.Argument(..., help="JSON files or comparis
 
 
 def comparison_rows(session, *, week: str | None = None) -> list[dict]:
-    from digest.store import average_score, list_comparisons
+    from digest.store import list_comparisons
+    from digest.summaries import tool_stats
 
     start = end = None
     if week:
@@ -65,14 +66,14 @@ def comparison_rows(session, *, week: str | None = None) -> list[dict]:
     rows = []
     for c in list_comparisons(session, start=start, end=end):
         a, b = c.tools
-        avg_a, avg_b = average_score(a), average_score(b)
+        avg_a, avg_b = tool_stats(a).average, tool_stats(b).average
         rows.append({
             "slug": c.slug,
             "published_at": c.published_at.astimezone(settings().tz).isoformat(timespec="minutes"),
             "tool_a": a.name, "tool_b": b.name,
             "verdict_a": _panel(a), "verdict_b": _panel(b),
-            "avg_a": None if avg_a is None else round(avg_a, 1),
-            "avg_b": None if avg_b is None else round(avg_b, 1),
+            "avg_a": None if avg_a is None else float(avg_a),
+            "avg_b": None if avg_b is None else float(avg_b),
             "url": c.url,
         })
     return rows
