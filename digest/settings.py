@@ -6,6 +6,7 @@ is planned, not in the middle of a send.
 
 from __future__ import annotations
 
+import re
 import secrets
 from functools import lru_cache
 from urllib.parse import urlsplit
@@ -17,6 +18,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from digest.errors import ConfigurationError
 
 PROVIDERS = ("outbox", "smtp", "postmark", "sendgrid", "mailgun", "resend")
+# When a week's issue that has not started sending is given up as `missed` (schedules.deadline).
+DEADLINE_RULES = ("end-of-day", "hours")
 
 # Values people paste from examples; treated as "no secret at all".
 SAMPLE_SECRETS = frozenset({"", "changeme", "change-me", "secret", "dev", "development",
@@ -25,6 +28,14 @@ SAMPLE_SECRETS = frozenset({"", "changeme", "change-me", "secret", "dev", "devel
 LOCAL_ONLY_SECRET = "local-only-insecure-key-never-used-for-real-mail"
 SECRET_HINT = ('generate one with: python -c "import secrets; print(secrets.token_urlsafe(32))" '
                "and set it as DIGEST_SECRET_KEY")
+
+
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+
+
+def _month_number(match: re.Match) -> str:
+    name = match.group().lower()
+    return str(_MONTHS.index(name) + 1) if name in _MONTHS else name
 
 
 class Settings(BaseSettings):
@@ -47,6 +58,8 @@ class Settings(BaseSettings):
     timezone: str = "UTC"
     schedule: str = "0 9 * * mon"
     send_deadline_hours: float = Field(24.0, gt=0)
+    # `end-of-day`: the end of the local day the issue was due; `hours`: send_deadline_hours later.
+    send_deadline: str = "end-of-day"
     webhook_secret: SecretStr | None = None
     unsubscribe_mailto: str | None = None
     list_id: str = "weekly-verdicts"
@@ -69,6 +82,37 @@ class Settings(BaseSettings):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value!r} (use an IANA name like Europe/Berlin)")
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron_shape(cls, value: str) -> str:
+        """Five fields, each of a form APScheduler reads. `schedules.cron` parses it fully (cron's
+        day numbering, its DST rules) where a schedule is used; this check makes a pasted
+        six-field or English schedule fail at start-up, whatever the command."""
+        from apscheduler.triggers.cron import CronTrigger
+
+        fields = value.split()
+        if len(fields) != 5:
+            raise ValueError(f"cron expression {value!r} has {len(fields)} fields; expected 5 "
+                             "(minute hour day-of-month month day-of-week, e.g. '0 9 * * mon')")
+        if not re.fullmatch(r"[0-7a-zA-Z*,/-]+", fields[4]):
+            raise ValueError(f"cron expression {value!r}: day of week {fields[4]!r} is not 0-7 or "
+                             "sun..sat")
+        try:
+            CronTrigger(minute=fields[0], hour=fields[1], day=fields[2],
+                        month=re.sub(r"[a-zA-Z]{3}", _month_number, fields[3]), timezone="UTC")
+        except ValueError as exc:
+            raise ValueError(f"cron expression {value!r}: {exc}")
+        return " ".join(fields)
+
+    @field_validator("send_deadline")
+    @classmethod
+    def _known_deadline(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value not in DEADLINE_RULES:
+            raise ValueError(f"unknown deadline rule {value!r}; choose end-of-day (the end of the "
+                             "day the issue was due) or hours (DIGEST_SEND_DEADLINE_HOURS after)")
         return value
 
     @field_validator("base_url")
