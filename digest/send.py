@@ -72,6 +72,13 @@ class SendPolicy:
     uncertain_streak: int = 3  # batches in a row without an answer before the send pauses
     in_flight: int = 2  # batches claimed ahead: 2 overlaps the provider's answer with the ledger
     retry_uncertain: bool = False  # re-send uncertain batches with a non-idempotent provider
+    claim_lease: dt.timedelta | None = None  # lease on each claimed batch; None: `lease`
+    poll: float = 1.0  # seconds between looks at other workers' claims while waiting on them
+
+    @property
+    def batch_lease(self) -> dt.timedelta:
+        """How long a claimed batch is ours: past it, another worker may declare it orphaned."""
+        return self.claim_lease or self.lease
 
 
 class TokenBucket:
@@ -211,23 +218,19 @@ class RecipientFactory:
 
     def batch(self, rows: Sequence[tuple[int, int, str, str | None]]) -> list[Recipient]:
         """Recipients for (delivery id, subscriber id, email, name) rows: the links of the whole
-        batch are signed in one go, the hot loop of a send."""
+        batch are signed in one go, and each recipient is one dict and one plain object (the
+        hot loop of a send: every call per recipient shows at a million)."""
         subscriber_ids = [row[1] for row in rows]
-        columns = [self._links.unsubscribe_many(subscriber_ids)]
+        values = [{UNSUBSCRIBE_URL: url} for url in self._links.unsubscribe_many(subscriber_ids)]
         if self._view:
-            columns.append(self._links.view_many(self._key, subscriber_ids))
-        tokens = [UNSUBSCRIBE_URL] + ([VIEW_URL] if self._view else [])
-        with_name = self._name
-        suffix = f".{self._id_suffix}"
-        prefix = f"digest.{self._key}."
-        out = []
-        for (delivery_id, _, email, name), *links in zip(rows, *columns):
-            values = dict(zip(tokens, links))
-            if with_name:
-                values[NAME] = name or ""
-            out.append(Recipient(email=email, values=values, name=name, delivery_id=delivery_id,
-                                 message_id=f"{prefix}{delivery_id}{suffix}"))
-        return out
+            for mine, url in zip(values, self._links.view_many(self._key, subscriber_ids)):
+                mine[VIEW_URL] = url
+        if self._name:
+            for mine, row in zip(values, rows):
+                mine[NAME] = row[3] or ""
+        prefix, suffix = f"digest.{self._key}.", f".{self._id_suffix}"
+        return [Recipient(email, mine, name, delivery_id, f"{prefix}{delivery_id}{suffix}")
+                for (delivery_id, _, email, name), mine in zip(rows, values)]
 
     def __call__(self, delivery_id: int | None, subscriber_id: int, email: str,
                  name: str | None) -> Recipient:
@@ -360,8 +363,10 @@ class Sender:
                  sleep: Callable[[float], None] = time.sleep,
                  rng: random.Random | None = None, sender_id: str | None = None,
                  holder_gone: Callable[[str], bool] = local_holder_gone,
-                 progress: Callable[[int, int], None] | None = None) -> None:
+                 progress: Callable[[int, int], None] | None = None,
+                 on_start: Callable[[], None] | None = None) -> None:
         self.engine, self.provider, self.letter, self.recipients = engine, provider, letter, recipients
+        self.on_start = on_start  # called once we hold the issue (`--workers` starts its helpers)
         self.policy, self.clock, self.sleep = policy, clock, sleep
         self.rng = rng or random.Random()
         self.sender_id = sender_id or sender_identity()
@@ -376,12 +381,15 @@ class Sender:
             fits = int(policy.rate_limit * policy.lease.total_seconds() / 4)
             self.batch_size = max(1, min(self.batch_size, fits))
         self._issue_id = 0
+        self._cursor = 0  # the last delivery id this sender claimed (see ledger.claim_batch)
         self._uncertain_streak = 0
         self._stats = _Progress()
         self._stopping = threading.Event()
         self._renewed_at: dt.datetime | None = None
         self._executor: ThreadPoolExecutor | None = None  # calls the provider
         self._builder: ThreadPoolExecutor | None = None  # signs the next batch's links
+        self._in_flight: set[str] = set()  # batch keys we have claimed and not yet recorded
+        self._in_flight_lock = threading.Lock()
 
     def now(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self.clock(), UTC)
@@ -390,19 +398,11 @@ class Sender:
 
     def run(self, issue_id: int) -> SendReport:
         self._issue_id = issue_id
-        now = self.now()
-        with session_scope(self.engine) as session:
-            acquired = ledger.acquire_issue(session, issue_id, sender=self.sender_id, now=now,
-                                            lease=self.policy.lease, holder_gone=self.holder_gone)
-            if acquired.acquired:
-                # We hold the issue now, so no other sender is live: claims left are orphaned.
-                ledger.mark_uncertain(session, issue_id, now=now, expired_only=False)
-                plan_deliveries(session, issue_id, now=now)
-                counts = ledger.counts(session, issue_id)
-                retrying = self.provider.idempotent or self.policy.retry_uncertain
-                self._stats.total = counts["pending"] + (counts["uncertain"] if retrying else 0)
-        if not acquired.acquired:
-            return self._report(message=acquired.message, busy=acquired.status == "sending")
+        refused = self._enter(self.now())
+        if refused is not None:
+            return refused
+        if self.on_start is not None:
+            self.on_start()
         if self.policy.in_flight > 1:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="digest-send")
             self._builder = ThreadPoolExecutor(1, thread_name_prefix="digest-build")
@@ -421,6 +421,23 @@ class Sender:
         finally:
             self._shutdown()
         return self._finish(stop)
+
+    def _enter(self, now: dt.datetime) -> SendReport | None:
+        """Become the issue's sender (None), or say who is sending instead (the report)."""
+        issue_id = self._issue_id
+        with session_scope(self.engine) as session:
+            acquired = ledger.acquire_issue(session, issue_id, sender=self.sender_id, now=now,
+                                            lease=self.policy.lease, holder_gone=self.holder_gone)
+            if acquired.acquired:
+                # We hold the issue now, so no other sender is live: claims left are orphaned.
+                ledger.mark_uncertain(session, issue_id, now=now, expired_only=False)
+                plan_deliveries(session, issue_id, now=now)
+                counts = ledger.counts(session, issue_id)
+                retrying = self.provider.idempotent or self.policy.retry_uncertain
+                self._stats.total = counts["pending"] + (counts["uncertain"] if retrying else 0)
+        if not acquired.acquired:
+            return self._report(message=acquired.message, busy=acquired.status == "sending")
+        return None
 
     def _shutdown(self) -> None:
         if self._executor is not None:
@@ -470,7 +487,7 @@ class Sender:
                 queue.append(batch)
             elif claim_next:
                 claimable = False
-                if not queue and not self._wait_for_delayed():
+                if not queue and not self._wait_for_delayed() and not self._wait_for_others():
                     return None
 
     def _step(self, finished: _Batch | None, claim_next: bool) -> _Batch | None:
@@ -489,6 +506,8 @@ class Sender:
             raise LostLock("another sender took this issue over; stopped")
         if claim is None:
             return None
+        with self._in_flight_lock:
+            self._in_flight.add(claim.batch_key)
         if skipped:
             self._advance(len(skipped), 0)
         return _Batch(claim, rows)
@@ -507,14 +526,22 @@ class Sender:
     def _claim(self, session: Session, now: dt.datetime) -> ledger.Claim | None:
         """Uncertain batches first (again under their own key) when they may be retried, then
         the next pending ones."""
-        lease_until = now + self.policy.lease
+        lease_until = now + self.policy.batch_lease
         claim = None
         if self.provider.idempotent or self.policy.retry_uncertain:
             claim = ledger.claim_uncertain(session, self._issue_id, limit=self.batch_size,
                                            now=now, lease_until=lease_until)
         if claim is None:
             claim = ledger.claim_batch(session, self._issue_id, batch_key=self._batch_key(),
-                                       limit=self.batch_size, now=now, lease_until=lease_until)
+                                       limit=self.batch_size, now=now, lease_until=lease_until,
+                                       after_id=self._cursor)
+            if claim is None and self._cursor:
+                self._cursor = 0  # past the end: look again from the start for retried rows
+                claim = ledger.claim_batch(session, self._issue_id, batch_key=self._batch_key(),
+                                           limit=self.batch_size, now=now,
+                                           lease_until=lease_until)
+            if claim is not None:
+                self._cursor = claim.last_id
         return claim
 
     def _read_batch(self, session: Session, claim: ledger.Claim, now: dt.datetime):
@@ -529,6 +556,8 @@ class Sender:
         return active, skipped
 
     def _record(self, session: Session, batch: _Batch, now: dt.datetime) -> None:
+        with self._in_flight_lock:
+            self._in_flight.discard(batch.claim.batch_key)
         outcomes = batch.outcomes or []
         retry_at = now + dt.timedelta(seconds=self.policy.retry.delay(2, None, self.rng))
         recorded = ledger.record_outcomes(
@@ -592,6 +621,25 @@ class Sender:
     def _batch_key(self) -> str:
         return ledger.new_batch_key(self.recipients.issue_key)
 
+    def _wait_for_others(self) -> bool:
+        """Nothing left to claim, but other workers of this send still hold claimed batches:
+        wait for them to be recorded, or for their lease to run out (the worker died), then
+        they become `uncertain` and are claimed again here (same batch key where the provider
+        de-duplicates). False when no claim is left: the send can end."""
+        now = self.now()
+        with session_scope(self.engine) as session:
+            orphaned = ledger.mark_uncertain(session, self._issue_id, now=now, expired_only=True)
+            claimed, first_expiry = ledger.claimed_elsewhere(session, self._issue_id)
+        if orphaned:
+            return True
+        if not claimed:
+            return False
+        until_expiry = (first_expiry - now).total_seconds() if first_expiry else self.policy.poll
+        wait = max(0.01, min(self.policy.poll, until_expiry + 0.01))
+        self._heartbeat(extra=wait)
+        self._sleep_quietly(wait)
+        return True
+
     def _wait_for_delayed(self) -> bool:
         """Sleep until the earliest delayed retry is due; False when none is waiting."""
         with Session(self.engine) as session:
@@ -647,18 +695,32 @@ class Sender:
                 self._uncertain_streak = 0
 
     def _release(self, claim: ledger.Claim, *, uncertain: bool, reason: str) -> None:
+        with self._in_flight_lock:
+            self._in_flight.discard(claim.batch_key)
         with session_scope(self.engine) as session:
             ledger.release_batch(session, claim.batch_key, now=self.now(), uncertain=uncertain,
                                  reason=reason)
 
     def _heartbeat(self, *, extra: float = 0.0) -> None:
-        """Renew our lease to cover a wait; losing it means another sender took over."""
+        """Renew our lease to cover a wait; losing it means another sender took over. The
+        batches we hold are renewed too, so no other worker takes them for orphans meanwhile."""
         with session_scope(self.engine) as session:
             lease = self.policy.lease + dt.timedelta(seconds=extra)
             now = self.now()
-            if ledger.renew_issue_lease(session, self._issue_id, sender=self.sender_id,
-                                        now=now, lease=lease) is None:
+            self._renew_claims(session, now, extra)
+            if not self._keep_issue(session, now, lease):
                 raise LostLock("another sender took this issue over; stopped")
+
+    def _renew_claims(self, session: Session, now: dt.datetime, extra: float) -> None:
+        with self._in_flight_lock:
+            keys = sorted(self._in_flight)
+        ledger.renew_claims(session, keys, lease_until=now + self.policy.batch_lease
+                            + dt.timedelta(seconds=extra))
+
+    def _keep_issue(self, session: Session, now: dt.datetime, lease: dt.timedelta) -> bool:
+        """The holder renews the issue's lease (a worker only checks the send goes on)."""
+        return ledger.renew_issue_lease(session, self._issue_id, sender=self.sender_id,
+                                        now=now, lease=lease) is not None
 
     def _sleep_quietly(self, seconds: float) -> None:
         if seconds > 0:
@@ -710,7 +772,8 @@ def send_issue(engine: Engine, issue_id: int, provider: Provider, settings, *,
                sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None,
                progress: Callable[[int, int], None] | None = None,
                sender_id: str | None = None,
-               holder_gone: Callable[[str], bool] = local_holder_gone) -> SendReport:
+               holder_gone: Callable[[str], bool] = local_holder_gone,
+               on_start: Callable[[], None] | None = None) -> SendReport:
     """Plan and send one issue through `provider`; resumes whatever an earlier run left."""
     with Session(engine) as session:
         issue = session.get(Issue, issue_id)
@@ -721,7 +784,8 @@ def send_issue(engine: Engine, issue_id: int, provider: Provider, settings, *,
     factory = RecipientFactory(letter, links_for(issue, settings), issue)
     sender = Sender(engine, provider, letter=letter, recipients=factory,
                     policy=policy or policy_from(settings), clock=clock, sleep=sleep, rng=rng,
-                    sender_id=sender_id, holder_gone=holder_gone, progress=progress)
+                    sender_id=sender_id, holder_gone=holder_gone, progress=progress,
+                    on_start=on_start)
     return sender.run(issue_id)
 
 

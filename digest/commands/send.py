@@ -32,6 +32,9 @@ EXIT_BUSY = 5
 
 WeekOption = typer.Option(None, "--week", metavar="YYYY-Www",
                           help="the edition (ISO week); default: the last complete week")
+LeaseOption = typer.Option(None, "--lease", metavar="SECONDS", min=0.1,
+                           help="how long a claimed batch stays a worker's before others may "
+                                "take it over as orphaned (default: 5 minutes)")
 
 
 def build_provider(conf):
@@ -115,6 +118,10 @@ def send(week: Optional[str] = WeekOption,
              False, "--retry-uncertain",
              help="send again the deliveries whose request went out unanswered (after checking "
                   "the provider's log: some may arrive twice)"),
+         workers: int = typer.Option(1, "--workers", min=1, metavar="N",
+                                     help="processes sending together (PostgreSQL): this one "
+                                          "plus N-1 `digest worker`s it starts"),
+         lease: Optional[float] = LeaseOption,
          fmt: OutputFormat = FormatOption) -> None:
     """Compose the week's issue if needed, plan a delivery per active subscriber, and send;
     running it again resumes whatever is left."""
@@ -123,6 +130,9 @@ def send(week: Optional[str] = WeekOption,
     if week is None and not (dry_run or test_to or retry_uncertain):
         # A crontab line: the schedule's deadline applies (`missed`, never late), and a week
         # another process is sending or has sent is success. See schedules.weekly.
+        if workers > 1 or lease is not None:
+            raise DigestError("--workers and --lease need --week: without it `digest send` is a "
+                              "firing of the schedule (its deadline, exactly once) by one sender")
         from digest.commands.schedule import fire_for_cron
 
         fire_for_cron(fmt, provider_factory=lambda conf: build_provider(conf))
@@ -145,18 +155,67 @@ def send(week: Optional[str] = WeekOption,
         if test_to:
             _send_test(issue, provider, test_to)
             return
-        from digest.send import policy_from, send_issue
+        from digest.send import send_issue
+        from digest.workers import Helpers, effective_workers
 
+        count, note = effective_workers(engine().dialect.name, workers)
+        if note:
+            err_console.print(note, highlight=False, markup=False, soft_wrap=True)
+        helpers = Helpers(key, count - 1, claim_lease=lease, retry_uncertain=retry_uncertain)
         with _progress_bar(fmt) as bar:
             task = bar.add_task(f"sending {key}", total=None)
             report = send_issue(engine(), issue.id, provider, conf,
-                                policy=policy_from(conf, retry_uncertain=retry_uncertain),
+                                policy=_policy(conf, retry_uncertain, lease),
+                                on_start=helpers.start if count > 1 else None,
                                 progress=lambda done, total: bar.update(task, completed=done,
                                                                         total=total))
+        helpers.wait()
     _print_report(report, fmt, title=f"{key} via {provider.name}")
     code = exit_code(report)
     if code:
         raise typer.Exit(code)
+
+
+def _policy(conf, retry_uncertain: bool, lease: float | None):
+    import datetime as dt
+
+    from digest.send import policy_from
+
+    extra = {"claim_lease": dt.timedelta(seconds=lease)} if lease else {}
+    return policy_from(conf, retry_uncertain=retry_uncertain, **extra)
+
+
+# --- digest worker --------------------------------------------------------------------------------
+
+@reports_errors
+def worker(week: Optional[str] = WeekOption,
+           retry_uncertain: bool = typer.Option(False, "--retry-uncertain",
+                                                help="as for `digest send`"),
+           lease: Optional[float] = LeaseOption,
+           fmt: OutputFormat = FormatOption) -> None:
+    """Join the running `digest send` of the week (PostgreSQL) and send batches of it until none
+    is left. Exits 0 when it did its share or there was no running send to join; 4 when it
+    paused the send (the circuit breaker, an unavailable provider)."""
+    from digest.workers import join_send
+
+    key = _edition_key(week)
+    conf = settings()
+    with Session(engine()) as session:
+        issue = _find_issue(session, key)
+    if issue is None:
+        err_console.print(f"{key}: no such issue yet, nothing to join", highlight=False,
+                          markup=False)
+        return
+    with build_provider(conf) as provider:
+        result = join_send(engine(), issue.id, provider, conf,
+                           policy=_policy(conf, retry_uncertain, lease))
+    if fmt is OutputFormat.json:
+        sys.stdout.write(json.dumps(result.as_dict(), indent=2, ensure_ascii=False) + "\n")
+    else:
+        console.print(f"{key}: worker sent {result.sent_now:,} · {result.report.message}",
+                      highlight=False, markup=False, soft_wrap=True)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
 
 
 def _progress_bar(fmt: OutputFormat) -> Progress:
@@ -243,4 +302,5 @@ def status(week: Optional[str] = typer.Option(None, "--week", metavar="YYYY-Www"
 
 def register(app: typer.Typer) -> None:
     app.command("send")(send)
+    app.command("worker")(worker)
     app.command("status")(status)

@@ -1,0 +1,428 @@
+"""Every benchmark behind one command, printed as one table (a benchmark, not a test).
+
+    .venv/bin/python bench/run.py                                  # 10k and 100k, everything
+    .venv/bin/python bench/run.py --sizes 1m --only claim,send-pg  # the PostgreSQL targets
+    .venv/bin/python bench/run.py --sizes 10k --json               # quick, with JSON too
+
+Rows (each size runs in fresh processes, so a memory peak is that scenario's own):
+
+* render / personalise: compose the demo week's issue (Jinja2 -> MJML -> CSS inliner), median
+  of 25; fill one subscriber's values into the split issue (best of 5 x 20,000).
+* plan: `plan_deliveries` on PostgreSQL (one INSERT ... SELECT) for N active subscribers.
+* claim: `claim_batch` on PostgreSQL with N ledger rows: median and 95th percentile of 50 claims
+  of 1,000 (the SendGrid batch) and of 100 (Resend), at the start of the send and with 90% of
+  the ledger already sent (no VACUUM in between: the dead index entries a send leaves behind are
+  part of the cost); plus the plan of the claim statement from EXPLAIN (ANALYZE, BUFFERS).
+* send-sub: N through the SendGrid provider (substitution: the body once per 1,000) on SQLite,
+  one process (bench/send.py scenario 1).
+* send-full: N through the Postmark provider (500 complete messages a call) on SQLite, and the
+  ratio to plain `requests` posting the same bytes (bench/send.py scenario 2).
+* send-pg: N through the SendGrid provider on PostgreSQL with `--workers` processes (the holder
+  plus `digest worker`s), wall time from the first claim to the issue `sent`.
+
+PostgreSQL rows need `--database-url` (or DIGEST_TEST_DATABASE_URL); a throwaway database is
+created on that server and dropped afterwards. The load average is printed with the figures:
+other work on the machine moves them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import json
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent))
+
+UTC = dt.timezone.utc
+EDITION = "2026-W47"
+COMPOSED_AT = dt.datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
+SIZES = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000}
+BENCHES = ("render", "plan", "claim", "send-sub", "send-full", "send-pg")
+CLAIM_TARGET_MS = 5.0
+PG_SEND_TARGET_S = 90.0
+
+
+def _load(name: str):
+    """bench/render.py and bench/send.py as modules `render` and `send` (bench/ is not a
+    package; on sys.path, spawned processes can import them by name too)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    return importlib.import_module(name)
+
+
+def _rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _load_avg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+# --- render and personalise ------------------------------------------------------------------------
+
+def render_figures() -> dict:
+    render = _load("render")
+    from sqlmodel import Session
+
+    from digest.compose import IssueTemplate, compose_issue
+    from digest.db import make_engine, upgrade
+    from digest.select import load_edition
+    from digest.weeks import Edition
+
+    settings = render.load_settings(base_url="https://digest.example.com", timezone="UTC")
+    edition = Edition(2026, 47)
+    window = edition.window(settings.tz)
+    with tempfile.TemporaryDirectory() as folder:
+        engine = make_engine(f"sqlite:///{folder}/render.db")
+        upgrade(engine)
+        with Session(engine, expire_on_commit=False) as session:
+            render.store(session, render.sample_comparisons(
+                12, start=window.start + dt.timedelta(hours=9)))
+        with Session(engine) as session:
+            load_edition(session, window)
+
+            def compose() -> None:
+                compose_issue(session, settings, edition.key, now=window.end)
+                session.rollback()
+
+            compose_ms = render._median_ms(compose)
+            issue = compose_issue(session, settings, edition.key, now=window.end)
+            template = IssueTemplate.of(issue)
+            session.rollback()
+        engine.dispose()
+    import timeit
+
+    n = 20_000
+    fill = min(timeit.repeat(lambda: template.fill(render.VALUES), number=n, repeat=5)) / n
+    return {"compose_ms": round(compose_ms, 1), "personalise_us": round(fill * 1e6, 2),
+            "peak_rss_mb": round(_rss_mb(), 1)}
+
+
+# --- PostgreSQL: seeding, plan, claim ------------------------------------------------------------
+
+class PgDatabase:
+    """A throwaway database on the given server."""
+
+    def __init__(self, base_url: str) -> None:
+        from sqlalchemy import text
+
+        from digest.db import make_engine, upgrade
+
+        self.admin = make_engine(base_url, isolation_level="AUTOCOMMIT", pool_size=1)
+        self.name = f"digest_bench_{uuid.uuid4().hex[:8]}"
+        with self.admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{self.name}"'))
+        self.url = self.admin.url.set(database=self.name).render_as_string(hide_password=False)
+        self.engine = make_engine(self.url)
+        upgrade(self.engine)
+
+    def drop(self) -> None:
+        from sqlalchemy import text
+
+        self.engine.dispose()
+        with self.admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+        self.admin.dispose()
+
+
+def _seed_pg(engine, n: int) -> None:
+    from sqlalchemy import text
+
+    with engine.begin() as conn:
+        conn.execute(text("""
+            INSERT INTO subscribers (email, name, status, source, created_at, updated_at,
+                                     confirmed_at)
+            SELECT 'reader' || i || '@example.com', 'Reader ' || i, 'active', 'import',
+                   :at, :at, :at FROM generate_series(1, :n) AS i"""), {"n": n, "at": COMPOSED_AT})
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("ANALYZE subscribers"))
+
+
+def _compose_pg(engine, settings) -> int:
+    from digest.compose import compose_issue
+    from digest.db import session_scope
+    from digest.importer import import_paths
+
+    import_paths(engine, [ROOT.parent / "digest" / "demo_content" / "comparisons.json"])
+    with session_scope(engine) as session:
+        issue = compose_issue(session, settings, EDITION, now=COMPOSED_AT)
+        session.flush()
+        return issue.id
+
+
+def _claim_times(engine, issue_id: int, limit: int, runs: int = 50, after_id: int = 0) -> dict:
+    from digest import ledger
+    from digest.db import session_scope
+
+    now = dt.datetime.now(UTC)
+    times = []
+    for _ in range(runs):  # fewer when the ledger runs out of whole batches (small sizes)
+        start = time.perf_counter()
+        with session_scope(engine) as session:
+            claim = ledger.claim_batch(session, issue_id, batch_key=f"bench-{uuid.uuid4().hex}",
+                                       limit=limit, now=now, lease_until=now, after_id=after_id)
+        if claim is None or claim.size < limit:
+            break
+        after_id = claim.last_id  # as a sender does: each claim starts where its last ended
+        times.append((time.perf_counter() - start) * 1000)
+    if not times:
+        return {"median_ms": float("nan"), "p95_ms": float("nan"), "claims": 0}
+    times.sort()
+    return {"median_ms": round(statistics.median(times), 2),
+            "p95_ms": round(times[max(0, int(len(times) * 0.95) - 1)], 2), "claims": len(times)}
+
+
+def _explain_claim(engine, issue_id: int, limit: int, after_id: int) -> list[str]:
+    """The claim statement exactly as `claim_batch` sends it, under EXPLAIN (ANALYZE, BUFFERS),
+    rolled back."""
+    from sqlmodel import Session
+
+    from digest.ledger import claim_statement
+
+    now = dt.datetime.now(UTC)
+    stmt = claim_statement("postgresql", issue_id, batch_key="explain", limit=limit, now=now,
+                           lease_until=now, after_id=after_id)
+    with Session(engine) as session:
+        compiled = stmt.compile(dialect=engine.dialect)
+        conn = session.connection()
+        sql = "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + str(compiled)
+        rows = conn.exec_driver_sql(sql, compiled.params).scalars().all()
+        session.rollback()
+    return rows
+
+
+def plan_and_claim(base_url: str, n: int, want_claim: bool) -> dict:
+    from sqlalchemy import text
+
+    from digest.db import session_scope
+    from digest.plan import plan_deliveries
+    from digest.settings import load_settings
+
+    db = PgDatabase(base_url)
+    try:
+        settings = load_settings(database_url=db.url, base_url="https://digest.example.com",
+                                 secret_key="bench-secret-key-0123456789abcdef", timezone="UTC")
+        _seed_pg(db.engine, n)
+        issue_id = _compose_pg(db.engine, settings)
+        start = time.perf_counter()
+        with session_scope(db.engine) as session:
+            planned = plan_deliveries(session, issue_id, now=COMPOSED_AT).added
+        out: dict = {"plan_s": round(time.perf_counter() - start, 2), "planned": planned}
+        if not want_claim:
+            return out
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("ANALYZE deliveries"))  # autovacuum would, soon after a plan
+        runs = max(1, min(50, n // 4000))  # at most a quarter of the ledger claimed here
+        out["claim_fresh_1000"] = _claim_times(db.engine, issue_id, 1000, runs)
+        out["claim_fresh_100"] = _claim_times(db.engine, issue_id, 100, runs)
+        # 90% of the ledger sent in id order, as a send leaves it, dead index entries and all.
+        with db.engine.begin() as conn:
+            conn.execute(text("""UPDATE deliveries SET status = 'sent', batch_key = NULL
+                                 WHERE issue_id = :i AND id <= (SELECT min(id) FROM deliveries
+                                 WHERE issue_id = :i) + :k"""), {"i": issue_id, "k": n * 9 // 10})
+        with db.engine.connect() as conn:  # where a sender's cursor stands after the 90%
+            cursor = conn.execute(text("SELECT max(id) FROM deliveries WHERE issue_id = :i AND "
+                                       "status = 'sent'"), {"i": issue_id}).scalar_one()
+        out["claim_deep_1000"] = _claim_times(db.engine, issue_id, 1000, runs, after_id=cursor)
+        out["claim_deep_100"] = _claim_times(db.engine, issue_id, 100, runs, after_id=cursor)
+        out["claim_deep_cold_1000"] = _claim_times(db.engine, issue_id, 1000, 1)
+        out["explain_deep_1000"] = _explain_claim(db.engine, issue_id, 1000, cursor)
+        with db.engine.connect() as conn:
+            out["ledger_rows"] = conn.execute(text("SELECT count(*) FROM deliveries")).scalar_one()
+        return out
+    finally:
+        db.drop()
+
+
+# --- PostgreSQL: send with several workers ---------------------------------------------------------
+
+def send_pg(base_url: str, n: int, workers: int) -> dict:
+    send_bench = _load("send")
+    from digest.providers import build_provider
+    from digest.send import send_issue
+    from digest.settings import load_settings
+    from digest.workers import Helpers
+
+    sink = send_bench.SinkProcess()
+    db = PgDatabase(base_url)
+    try:
+        env = {"DIGEST_DATABASE_URL": db.url, "DIGEST_PROVIDER": "sendgrid",
+               "DIGEST_PROVIDER_URL": sink.url, "DIGEST_PROVIDER_TOKEN": "bench-token",
+               "DIGEST_SECRET_KEY": "bench-secret-key-0123456789abcdef",
+               "DIGEST_BASE_URL": "https://digest.example.com", "DIGEST_TIMEZONE": "UTC"}
+        os.environ.update(env)  # the helpers inherit it
+        settings = load_settings(database_url=db.url, provider="sendgrid", provider_url=sink.url,
+                                 provider_token="bench-token", timezone="UTC",
+                                 secret_key=env["DIGEST_SECRET_KEY"],
+                                 base_url=env["DIGEST_BASE_URL"])
+        _seed_pg(db.engine, n)
+        issue_id = _compose_pg(db.engine, settings)
+        helpers = Helpers(EDITION, workers - 1)
+        measure = send_bench.Measure()
+        with build_provider(settings) as provider:
+            report = send_issue(db.engine, issue_id, provider, settings,
+                                on_start=helpers.start if workers > 1 else None)
+        result = measure.stop(report.sent)
+        codes = helpers.wait()
+        if not report.complete or any(codes):
+            raise SystemExit(f"send incomplete: {report.as_dict()} helpers {codes}")
+        result.update(workers=workers, peak_rss_mb=round(_rss_mb(), 1),
+                      holder_sent=report.sent_now)
+        return result
+    finally:
+        db.drop()
+        sink.stop()
+
+
+# --- the runner ---------------------------------------------------------------------------------------
+
+def send_sub(n: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="digest-bench-") as tmp:
+        return _load("send").substitution(n, Path(tmp))
+
+
+def send_full(n: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="digest-bench-") as tmp:
+        return _load("send").full_body(n, Path(tmp))
+
+
+def _run_into(queue, func, args) -> None:
+    try:
+        queue.put(func(*args))
+    except BaseException as exc:
+        queue.put({"error": f"{type(exc).__name__}: {exc}"})
+        raise
+
+
+def _isolated(func, *args) -> dict:
+    """Run one benchmark in a fresh process, so its memory peak is its own."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    process = ctx.Process(target=_run_into, args=(queue, func, args))
+    process.start()
+    result = queue.get()
+    process.join()
+    if "error" in result:
+        raise SystemExit(f"{func.__name__} failed: {result['error']}")
+    return result
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10k,100k", help="any of 10k,100k,1m")
+    parser.add_argument("--only", default=",".join(BENCHES), help=f"any of {','.join(BENCHES)}")
+    parser.add_argument("--workers", type=int, default=2, help="processes for send-pg")
+    parser.add_argument("--database-url", default=os.environ.get("DIGEST_TEST_DATABASE_URL"),
+                        help="PostgreSQL server for plan, claim and send-pg")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    sizes = [SIZES[s.strip().lower()] for s in args.sizes.split(",") if s.strip()]
+    only = {b.strip() for b in args.only.split(",") if b.strip()}
+    unknown = only - set(BENCHES)
+    if unknown:
+        parser.error(f"unknown benchmark(s) {sorted(unknown)}; choose from {BENCHES}")
+    pg_needed = only & {"plan", "claim", "send-pg"}
+    if pg_needed and not args.database_url:
+        parser.error(f"{sorted(pg_needed)} need --database-url (PostgreSQL)")
+    print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, "
+          f"{platform.platform()}; load average at start {_load_avg()}", flush=True)
+    rows: list[tuple[str, str, str, str]] = []  # (benchmark, size, figure, note)
+    figures: dict = {}
+
+    def add(bench: str, size: str, figure: str, note: str = "") -> None:
+        rows.append((bench, size, figure, note))
+        print(f"  {bench:<10} {size:>9}  {figure}  {note}", flush=True)
+
+    if "render" in only:
+        r = _isolated(render_figures)
+        figures["render"] = r
+        add("render", "-", f"compose 12 comparisons {r['compose_ms']} ms", "target < 40 ms")
+        add("personalise", "-", f"{r['personalise_us']} us a message", "target < 25 us")
+    for n in sizes:
+        label = f"{n:,}"
+        at = {}
+        if only & {"plan", "claim"}:
+            r = _isolated(plan_and_claim, args.database_url, n, "claim" in only)
+            at["plan_claim"] = r
+            if "plan" in only:
+                add("plan", label, f"{r['plan_s']} s ({n / max(r['plan_s'], 1e-9):,.0f} rows/s)",
+                    "PostgreSQL, one INSERT ... SELECT")
+            if "claim" in only:
+                for key in ("claim_fresh_1000", "claim_fresh_100", "claim_deep_1000",
+                            "claim_deep_100", "claim_deep_cold_1000"):
+                    c = r[key]
+                    where = ("start" if "fresh" in key else
+                             "90%, no cursor" if "cold" in key else "90% sent")
+                    ok = "ok" if c["median_ms"] < CLAIM_TARGET_MS else "OVER TARGET"
+                    add("claim", label, f"batch {key.rsplit('_', 1)[1]:>4} at {where:<8}: "
+                        f"median {c['median_ms']} ms, p95 {c['p95_ms']} ms "
+                        f"({c['claims']} claims)",
+                        f"target < {CLAIM_TARGET_MS:.0f} ms: {ok}")
+        if "send-sub" in only:
+            r = _isolated(send_sub, n)
+            at["send_sub"] = r
+            add("send-sub", label, f"{r['seconds']} s, {r['per_second']:,}/s, "
+                f"{r['cpu_us_per_recipient']} us CPU/recipient, peak {r['peak_rss_mb']} MB",
+                "SQLite, SendGrid-style, 1 process")
+        if "send-full" in only:
+            r = _isolated(send_full, n)
+            at["send_full"] = r
+            p = r["provider"]
+            add("send-full", label, f"{p['seconds']} s, {p['per_second']:,}/s, "
+                f"{p['cpu_us_per_recipient']} us CPU/recipient; {r['ratio']:.0%} of plain requests",
+                "SQLite, Postmark-style, 1 process")
+        if "send-pg" in only:
+            r = _isolated(send_pg, args.database_url, n, args.workers)
+            at["send_pg"] = r
+            target = (f"target < {PG_SEND_TARGET_S:.0f} s: "
+                      f"{'ok' if r['seconds'] < PG_SEND_TARGET_S else 'OVER TARGET'}"
+                      if n == 1_000_000 else "")
+            add("send-pg", label, f"{r['seconds']} s, {r['per_second']:,}/s with {r['workers']} "
+                f"workers, holder {r['cpu_us_per_recipient']} us CPU/recipient, holder peak "
+                f"{r['peak_rss_mb']} MB", target)
+        figures[label] = at
+    print(f"\nload average at end {_load_avg()}")
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="digest benchmarks")
+    for column in ("benchmark", "subscribers", "figure", "note"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+    for label, at in figures.items():
+        plan = at.get("plan_claim", {}) if isinstance(at, dict) else {}
+        if plan.get("explain_deep_1000"):
+            print(f"\nEXPLAIN (ANALYZE, BUFFERS) of a 1,000-row claim at {label} ledger rows, "
+                  "90% sent:")
+            print("\n".join("  " + line for line in plan["explain_deep_1000"]))
+    if args.json:
+        print(json.dumps(figures, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    mp.set_start_method("spawn", force=True)
+    sys.exit(main())
