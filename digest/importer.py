@@ -35,7 +35,7 @@ def _json_line(text: str, loc: Sequence[int | str]) -> int | None:
     if not indexes or not text.lstrip().startswith("["):
         return None
     try:
-        decoder, pos, depth, count = json.JSONDecoder(), text.index("[") + 1, 0, -1
+        decoder, pos, count = json.JSONDecoder(), text.index("[") + 1, -1
         while pos < len(text):
             while text[pos] in " \t\r\n,":
                 pos += 1

@@ -767,6 +767,17 @@ def policy_from(settings, **overrides) -> SendPolicy:
     return SendPolicy(rate_limit=settings.rate_limit, **overrides)
 
 
+def issue_parts(engine: Engine, issue_id: int, settings) -> tuple[Letter, RecipientFactory]:
+    """The issue's letter (rendered once) and the factory of its recipients, for any sender."""
+    with Session(engine) as session:
+        issue = session.get(Issue, issue_id)
+        if issue is None:
+            raise DigestError(f"no issue with id {issue_id}")
+        session.expunge(issue)
+    letter = letter_for(issue, settings)
+    return letter, RecipientFactory(letter, links_for(issue, settings), issue)
+
+
 def send_issue(engine: Engine, issue_id: int, provider: Provider, settings, *,
                policy: SendPolicy | None = None, clock: Callable[[], float] = time.time,
                sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None,
@@ -775,13 +786,7 @@ def send_issue(engine: Engine, issue_id: int, provider: Provider, settings, *,
                holder_gone: Callable[[str], bool] = local_holder_gone,
                on_start: Callable[[], None] | None = None) -> SendReport:
     """Plan and send one issue through `provider`; resumes whatever an earlier run left."""
-    with Session(engine) as session:
-        issue = session.get(Issue, issue_id)
-        if issue is None:
-            raise DigestError(f"no issue with id {issue_id}")
-        session.expunge(issue)
-    letter = letter_for(issue, settings)
-    factory = RecipientFactory(letter, links_for(issue, settings), issue)
+    letter, factory = issue_parts(engine, issue_id, settings)
     sender = Sender(engine, provider, letter=letter, recipients=factory,
                     policy=policy or policy_from(settings), clock=clock, sleep=sleep, rng=rng,
                     sender_id=sender_id, holder_gone=holder_gone, progress=progress,

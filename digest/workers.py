@@ -42,10 +42,8 @@ from sqlmodel import Session
 from digest import ledger
 from digest.db import session_scope
 from digest.errors import DigestError
-from digest.models import Issue
 from digest.providers.base import Provider
-from digest.send import (RecipientFactory, Sender, SendPolicy, SendReport, letter_for, links_for,
-                         policy_from)
+from digest.send import Sender, SendPolicy, SendReport, issue_parts, policy_from
 
 
 def effective_workers(dialect: str, requested: int) -> tuple[int, str]:
@@ -125,16 +123,6 @@ class WorkerResult:
                 "stop_reason": self.stop_reason}
 
 
-def _parts(engine: Engine, issue_id: int, settings):
-    with Session(engine) as session:
-        issue = session.get(Issue, issue_id)
-        if issue is None:
-            raise DigestError(f"no issue with id {issue_id}")
-        session.expunge(issue)
-    letter = letter_for(issue, settings)
-    return letter, RecipientFactory(letter, links_for(issue, settings), issue)
-
-
 def join_send(engine: Engine, issue_id: int, provider: Provider, settings, *,
               policy: SendPolicy | None = None,
               progress: Callable[[int, int], None] | None = None,
@@ -143,7 +131,7 @@ def join_send(engine: Engine, issue_id: int, provider: Provider, settings, *,
     if engine.dialect.name != "postgresql":
         raise DigestError(f"`digest worker` needs PostgreSQL: with {engine.dialect.name} one "
                           "`digest send` does all the sending")
-    letter, factory = _parts(engine, issue_id, settings)
+    letter, factory = issue_parts(engine, issue_id, settings)
     worker = Worker(engine, provider, letter=letter, recipients=factory,
                     policy=policy or policy_from(settings), progress=progress, **timing)
     report = worker.run(issue_id)
