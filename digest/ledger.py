@@ -519,11 +519,14 @@ def batch_rows(session: Session, batch_key: str):
     from subscribers.models import Subscriber
 
     S = Subscriber.__table__.c
-    return session.connection().execute(
+    result = session.connection().execute(
         select(D.id, D.subscriber_id, S.email, S.name, S.status)
         .join_from(_DELIVERIES, Subscriber.__table__, S.id == D.subscriber_id)
         .where(D.batch_key == batch_key, D.status == "claimed")
-        .order_by(D.id)).all()
+        .order_by(D.id))
+    # The driver's plain tuples: these columns need no type conversion, and building a Row per
+    # recipient was a tenth of the ledger thread's time in a million-recipient send.
+    return result.cursor.fetchall()
 
 
 __all__ = [

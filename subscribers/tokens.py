@@ -8,6 +8,7 @@ address or open another reader's web copy. Verification is constant-time.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import time
@@ -17,6 +18,7 @@ PURPOSES = ("confirm", "unsubscribe", "view")
 # Confirmation links go stale; unsubscribe and view links live in archived mail and must keep working.
 DEFAULT_MAX_AGE = {"confirm": 7 * 24 * 3600.0, "unsubscribe": None, "view": None}
 _MAC_BYTES = 20
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 class BadToken(ValueError):
@@ -53,20 +55,28 @@ class Signer:
     def sign_many(self, purpose: str, subjects: Iterable[int | str]) -> list[str]:
         """The tokens `sign` would give each subject, issued at one instant.
 
-        A send signs two tokens per recipient, a million times: reading the clock once and
-        keying the MAC once per call makes that about half the cost."""
+        A send signs two tokens per recipient, a million times. HMAC-SHA256 is computed from
+        the key's inner and outer hash states, prepared once a call and copied per token (C
+        calls only: `hmac.HMAC.copy` is Python), and the MACs are made URL-safe base64 in one
+        pass over the batch."""
         try:
-            keyed = hmac.new(self._keys[purpose], digestmod=hashlib.sha256)
+            key = self._keys[purpose]
         except KeyError:
             raise ValueError(f"unknown token purpose {purpose!r}") from None
+        block = key.ljust(64, b"\0")  # the keys are 32-byte digests: shorter than a SHA-256 block
+        inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
         issued = f".{int(self._clock()):x}"
-        tokens = []
-        for subject in subjects:
-            body = f"{subject}{issued}"
-            mac = keyed.copy()
+        bodies = [f"{subject}{issued}" for subject in subjects]
+        macs = []
+        for body in bodies:
+            mac = inner.copy()
             mac.update(body.encode())
-            tokens.append(f"{body}.{_b64(mac.digest()[:_MAC_BYTES])}")
-        return tokens
+            final = outer.copy()
+            final.update(mac.digest())
+            macs.append(binascii.b2a_base64(final.digest()[:_MAC_BYTES]))  # ends in "\n"
+        encoded = b"".join(macs).translate(_URLSAFE, b"=").decode().split("\n")
+        return [f"{body}.{mac}" for body, mac in zip(bodies, encoded)]
 
     def verify(self, token: str, purpose: str, *, max_age: float | None = -1.0) -> str:
         """Return the subject if the token is genuine, for `purpose`, and not too old."""

@@ -77,9 +77,10 @@ def test_batch_rows_join_subscribers_in_delivery_order(session, planned):
     claim(session, planned, 4, key="k")
     got = ledger.batch_rows(session, "k")
     session.commit()
-    assert [r.email for r in got] == [f"reader{i}@example.com" for i in range(1, 5)]
-    assert [r.status for r in got] == ["active"] * 4
-    assert [r.id for r in got] == sorted(r.id for r in got)
+    # (delivery id, subscriber id, email, name, status) tuples
+    assert [r[2] for r in got] == [f"reader{i}@example.com" for i in range(1, 5)]
+    assert [r[4] for r in got] == ["active"] * 4
+    assert [r[0] for r in got] == sorted(r[0] for r in got)
 
 
 # --- recording ------------------------------------------------------------------------------------

@@ -643,6 +643,8 @@ def test_batch_links_equal_one_at_a_time_links(settings):
     ids = [1, 7, 123_456, 10**9]
     assert links.unsubscribe_many(ids) == [links.unsubscribe(i) for i in ids]
     assert links.view_many("2026-W47", ids) == [links.view("2026-W47", i) for i in ids]
+    for purpose in ("confirm", "unsubscribe", "view"):
+        assert signer.sign_many(purpose, ids) == [signer.sign(purpose, i) for i in ids]
     assert signer.sign_many("confirm", []) == []
     with pytest.raises(ValueError):
         signer.sign_many("admin", [1])
