@@ -119,7 +119,7 @@ def run_demo(folder: Path, *, now: dt.datetime | None = None) -> DemoResult:
 
     with build_provider(settings) as provider:
         report = send_issue(engine, issue_id, provider, settings)
-    result.sent = report.sent
+    result.sent, result.issue_status = report.sent, report.status
     result.outbox = Path(settings.outbox_dir) / week
     engine.dispose()
     return result
