@@ -401,6 +401,18 @@ class HttpProvider(Provider):
         self.session.close()
 
 
+def json_answer(response: requests.Response, kind: type[dict] | type[list]):
+    """A 2xx answer's JSON, which must be an object (`dict`) or an array (`list`). Anything else
+    raises `UnreadableAnswer`: the request may have been accepted, so the batch is uncertain."""
+    try:
+        answer = response.json()
+    except ValueError as exc:
+        raise UnreadableAnswer("not JSON") from exc
+    if not isinstance(answer, kind):
+        raise UnreadableAnswer(f"not a JSON {'object' if kind is dict else 'array'}")
+    return answer
+
+
 class UnreadableAnswer(ValueError):
     """A 2xx answer that does not say what happened to each recipient."""
 

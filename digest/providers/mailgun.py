@@ -26,7 +26,7 @@ import requests
 
 from digest.errors import PermanentProviderError
 from digest.providers.base import Letter, Outcome, Recipient
-from digest.providers.http import Call, HttpProvider, UnreadableAnswer, body_text, split_headers
+from digest.providers.http import (Call, HttpProvider, body_text, json_answer, split_headers)
 
 
 def variable(token: str, part: str) -> str:
@@ -91,12 +91,7 @@ class MailgunProvider(HttpProvider):
 
     def parse_outcomes(self, response: requests.Response, letter: Letter,
                        recipients: Sequence[Recipient]) -> list[Outcome]:
-        try:
-            answer = response.json()
-        except ValueError as exc:
-            raise UnreadableAnswer("not JSON") from exc
-        if not isinstance(answer, dict):
-            raise UnreadableAnswer("not a JSON object")
+        answer = json_answer(response, dict)
         return [Outcome.sent(answer.get("id"))] * len(recipients)
 
     def refused(self, response: requests.Response, recipients: Sequence[Recipient]

@@ -27,8 +27,8 @@ import requests
 
 from digest.errors import PermanentProviderError
 from digest.providers.base import Letter, Outcome, Recipient
-from digest.providers.http import (Call, HttpProvider, UnreadableAnswer, body_text, json_array,
-                                   json_object)
+from digest.providers.http import (Call, HttpProvider, UnreadableAnswer, body_text, json_answer,
+                                   json_array, json_object)
 
 ACCEPTED = 0
 INACTIVE = 406
@@ -82,11 +82,8 @@ class PostmarkProvider(HttpProvider):
 
     def parse_outcomes(self, response: requests.Response, letter: Letter,
                        recipients: Sequence[Recipient]) -> list[Outcome]:
-        try:
-            results = response.json()
-        except ValueError as exc:
-            raise UnreadableAnswer("not JSON") from exc
-        if not isinstance(results, list) or len(results) != len(recipients):
+        results = json_answer(response, list)
+        if len(results) != len(recipients):
             raise UnreadableAnswer(f"expected {len(recipients)} results in request order")
         if not any(isinstance(r, dict) and r.get("ErrorCode") == ACCEPTED for r in results):
             codes = {r.get("ErrorCode") for r in results if isinstance(r, dict)}

@@ -20,7 +20,8 @@ import requests
 
 from digest.errors import PermanentProviderError, TransientProviderError
 from digest.providers.base import Letter, Outcome, Recipient
-from digest.providers.http import Call, HttpProvider, UnreadableAnswer, json_array, json_object
+from digest.providers.http import (Call, HttpProvider, UnreadableAnswer, json_answer, json_array,
+                                   json_object)
 
 KEY_MAX = 256
 
@@ -65,11 +66,8 @@ class ResendProvider(HttpProvider):
 
     def parse_outcomes(self, response: requests.Response, letter: Letter,
                        recipients: Sequence[Recipient]) -> list[Outcome]:
-        try:
-            answer = response.json()
-        except ValueError as exc:
-            raise UnreadableAnswer("not JSON") from exc
-        if not isinstance(answer, dict) or not isinstance(answer.get("data"), list):
+        answer = json_answer(response, dict)
+        if not isinstance(answer.get("data"), list):
             raise UnreadableAnswer("no `data` list")
         failed: dict[int, str] = {}
         for error in answer.get("errors") or []:
