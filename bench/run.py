@@ -299,25 +299,9 @@ def send_full(n: int) -> dict:
         return _load("send").full_body(n, Path(tmp))
 
 
-def _run_into(queue, func, args) -> None:
-    try:
-        queue.put(func(*args))
-    except BaseException as exc:
-        queue.put({"error": f"{type(exc).__name__}: {exc}"})
-        raise
-
-
 def _isolated(func, *args) -> dict:
     """Run one benchmark in a fresh process, so its memory peak is its own."""
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    process = ctx.Process(target=_run_into, args=(queue, func, args))
-    process.start()
-    result = queue.get()
-    process.join()
-    if "error" in result:
-        raise SystemExit(f"{func.__name__} failed: {result['error']}")
-    return result
+    return _load("send")._isolated(func, *args)
 
 
 def _fmt(value) -> str:

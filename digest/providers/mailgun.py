@@ -26,7 +26,7 @@ import requests
 
 from digest.errors import PermanentProviderError
 from digest.providers.base import Letter, Outcome, Recipient
-from digest.providers.http import (Call, HttpProvider, body_text, json_answer, split_headers)
+from digest.providers.http import Call, HttpProvider, body_text, json_answer, split_headers
 
 
 def variable(token: str, part: str) -> str:
