@@ -1,12 +1,15 @@
 """The delivery ledger and the issue's send lock: every state change is one guarded UPDATE named
 after its transition, so a row can only move along the allowed edges whatever else is running.
 
-Deliveries::
+Deliveries are planned into batches, one provider request each (`plan.py`). A batch moves::
 
-    pending --claim--> claimed(lease, batch key) --record--> sent(provider id) | failed(reason)
-                                                          \\-> pending (transient, retry later)
-    claimed --orphaned (sender gone, lease over)--> uncertain --claim again, SAME batch key--> claimed
-    pending|claimed (subscriber no longer active) --> skipped(reason)
+    pending --claim--> claimed(lease, key) --record--> done | pending (some rows retry later)
+    claimed --orphaned (sender gone, lease over)--> uncertain --claim again, SAME key--> claimed
+    claimed --release--> pending (surely not sent) | uncertain (maybe sent)
+
+and each of its deliveries is written once, by the record: pending -> sent(provider id) |
+failed(reason) | skipped(reason) | pending (transient). Claims and leases live on the batch row
+alone, so claiming 1,000 recipients writes one row, not 1,000.
 
 Issues::
 
@@ -26,19 +29,22 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import bindparam, case, func, literal, or_, select, text, update
+from sqlalchemy import and_, bindparam, case, func, literal, or_, select, text, update
 from sqlmodel import Session
 
 from digest.db import UTCDateTime
-from digest.models import Delivery, Issue
+from digest.models import Delivery, DeliveryBatch, Issue
 from digest.providers.base import Outcome
 
 D = Delivery.__table__.c
+B = DeliveryBatch.__table__.c
 I = Issue.__table__.c  # noqa: E741
 _DELIVERIES = Delivery.__table__
+_BATCHES = DeliveryBatch.__table__
 _ISSUES = Issue.__table__
 
-# Where a recipient's row may end; anything else means the send is not finished.
+# Where a recipient's row may end; anything else means the send is not finished. `claimed` and
+# `uncertain` are the states of a pending row's batch, reported as the row's (see `counts`).
 FINAL_STATES = ("sent", "failed", "skipped")
 OPEN_STATES = ("pending", "claimed", "uncertain")
 # An answer may still arrive for a batch that was declared uncertain; it is recorded then.
@@ -141,9 +147,10 @@ def pause_issue(session: Session, issue_id: int, *, sender: str, reason: str) ->
 
 
 def finish_issue(session: Session, issue_id: int, *, sender: str, now: dt.datetime) -> bool:
-    """sending(us) -> sent, only when no delivery is left open (checked in the same statement)."""
-    open_rows = (select(literal(1)).select_from(_DELIVERIES)
-                 .where(D.issue_id == issue_id, D.status.in_(OPEN_STATES)).exists())
+    """sending(us) -> sent, only when every batch is done (checked in the same statement): a
+    batch is done only once none of its deliveries is open."""
+    open_rows = (select(literal(1)).select_from(_BATCHES)
+                 .where(B.issue_id == issue_id, B.status != "done").exists())
     result = session.execute(
         update(_ISSUES)
         .where(I.id == issue_id, I.status == "sending", I.sender == sender, ~open_rows)
@@ -200,11 +207,11 @@ def pause_send(session: Session, issue_id: int, *, reason: str) -> bool:
 
 
 def claimed_elsewhere(session: Session, issue_id: int) -> tuple[int, dt.datetime | None]:
-    """(claimed rows, earliest claim lease) of the issue: what other workers still have in flight,
-    and when the first of those claims may be declared orphaned."""
+    """(claimed batches, earliest claim lease) of the issue: what other workers still have in
+    flight, and when the first of those claims may be declared orphaned."""
     n, first = session.execute(
-        select(func.count(), func.min(D.lease_until))
-        .where(D.issue_id == issue_id, D.status == "claimed")).one()
+        select(func.count(), func.min(B.lease_until))
+        .where(B.issue_id == issue_id, B.status == "claimed")).one()
     return int(n), first
 
 
@@ -214,8 +221,8 @@ def renew_claims(session: Session, batch_keys: Sequence[str], *, lease_until: dt
     if not batch_keys:
         return 0
     result = session.execute(
-        update(_DELIVERIES).where(D.batch_key.in_(list(batch_keys)), D.status == "claimed")
-        .values(lease_until=lease_until).execution_options(synchronize_session=False))
+        update(_BATCHES).where(B.key.in_(list(batch_keys)), B.status == "claimed")
+        .values(lease_until=lease_until))
     return result.rowcount or 0
 
 
@@ -223,53 +230,42 @@ def renew_claims(session: Session, batch_keys: Sequence[str], *, lease_until: dt
 
 @dataclass(frozen=True)
 class Claim:
+    """A batch we hold: its request key and where its deliveries are."""
+
     batch_key: str
-    size: int
+    size: int  # open deliveries at most (the exact list is `batch_rows`)
     retry: bool = False  # an uncertain batch claimed again (same key where it fits)
-    last_id: int = 0  # the highest delivery id claimed: where this claimer's next claim starts
+    issue_id: int = 0
+    batch_no: int = 0
+    first_id: int = 0
+    last_id: int = 0
 
 
-def claim_statement(dialect: str, issue_id: int, *, batch_key: str, limit: int,
-                    now: dt.datetime, lease_until: dt.datetime, after_id: int = 0):
-    """The UPDATE that `claim_batch` runs (the benchmark EXPLAINs this very statement)."""
-    due = select(D.id).where(D.issue_id == issue_id, D.status == "pending", D.id > after_id,
-                             or_(D.lease_until.is_(None), D.lease_until <= now)
-                             ).order_by(D.id).limit(limit)
-    chosen = D.id.in_(due.scalar_subquery())
+def claim_statement(dialect: str, issue_id: int, *, status: str = "pending",
+                    now: dt.datetime | None = None):
+    """The locking SELECT of a claim: the first batch in `status` that is due (the benchmark
+    EXPLAINs this very statement). It reads the small batch table, never the ledger, so its
+    cost does not grow with the number of deliveries already sent."""
+    query = (select(B.id, B.batch_no, B.first_id, B.last_id, B.size, B.key, B.attempts)
+             .where(B.issue_id == issue_id, B.status == status))
+    if status == "pending" and now is not None:
+        query = query.where(or_(B.not_before.is_(None), B.not_before <= now))
+    query = query.order_by(B.first_id).limit(1)
     if dialect == "postgresql":
-        # A materialised CTE runs the locking SELECT exactly once; as a plain `IN (subquery)`
-        # PostgreSQL may rescan it and claim more than `limit` rows. Joined (UPDATE ... FROM),
-        # not `IN`: the planner then reaches each row by primary key instead of hashing a
-        # sequential scan of the whole ledger.
-        locked = due.with_for_update(skip_locked=True).cte("due").prefix_with("MATERIALIZED")
-        chosen = D.id == locked.c.id
-    return (update(_DELIVERIES)
-            .where(chosen, D.status == "pending")
-            .values(status="claimed", batch_key=batch_key, lease_until=lease_until,
-                    attempts=D.attempts + 1, updated_at=now)
-            .returning(D.id)
-            .execution_options(synchronize_session=False))
+        # Concurrent claimers never wait on or share a batch; SQLite's immediate transaction
+        # serialises them instead.
+        query = query.with_for_update(skip_locked=True)
+    return query
 
 
 def claim_batch(session: Session, issue_id: int, *, batch_key: str, limit: int,
-                now: dt.datetime, lease_until: dt.datetime, after_id: int = 0) -> Claim | None:
-    """pending -> claimed: the next `limit` deliveries in id order after `after_id` that are
-    due (a transient failure sets a not-before time in `lease_until`).
-
-    `after_id` is the claimer's cursor (`Claim.last_id` of its previous claim). Without it the
-    planner, trusting statistics taken while every row was pending, walks the primary key past
-    every row already sent: 1 s a claim at 90% of 1,000,000 sent. With it each claim starts
-    where the last one ended. A claimer whose cursor finds nothing starts again from 0, which
-    picks up rows a transient failure put back behind it.
-
-    PostgreSQL locks the chosen rows with `FOR UPDATE SKIP LOCKED` so concurrent claimers never
-    block on or share rows; on SQLite the immediate transaction does the same by serialising.
-    """
+                now: dt.datetime, lease_until: dt.datetime) -> Claim | None:
+    """pending -> claimed: the first due batch (a transient failure sets a not-before time),
+    under a new request key. One batch row is written whatever the batch's size; a batch
+    planned larger than `limit` (the provider changed) is split first."""
     _aware(now)
-    stmt = claim_statement(session.get_bind().dialect.name, issue_id, batch_key=batch_key,
-                           limit=limit, now=now, lease_until=lease_until, after_id=after_id)
-    ids = session.connection().execute(stmt).scalars().all()
-    return Claim(batch_key, len(ids), last_id=max(ids)) if ids else None
+    return _claim(session, issue_id, "pending", limit=limit, now=now, lease_until=lease_until,
+                  key=lambda _old: batch_key)
 
 
 def claim_uncertain(session: Session, issue_id: int, *, limit: int, now: dt.datetime,
@@ -278,72 +274,132 @@ def claim_uncertain(session: Session, issue_id: int, *, limit: int, now: dt.date
     provider with idempotency keys recognises the request and does not send it twice.
 
     A batch larger than today's limit (the provider was changed) is split under new keys: with
-    another provider the old key means nothing anyway.
+    another provider the old key means nothing anyway, and a key that went out with the whole
+    batch is never reused for a different payload.
     """
     _aware(now)
-    first = session.execute(
-        select(D.batch_key, func.count()).where(D.issue_id == issue_id, D.status == "uncertain")
-        .group_by(D.batch_key).order_by(func.min(D.id)).limit(1)).one_or_none()
-    if first is None:
-        return None
-    old_key, size = first
-    values = dict(status="claimed", lease_until=lease_until, attempts=D.attempts + 1,
-                  updated_at=now)
-    if old_key is not None and size <= limit:
-        result = session.execute(
+    return _claim(session, issue_id, "uncertain", limit=limit, now=now, lease_until=lease_until,
+                  key=None)
+
+
+def _claim(session: Session, issue_id: int, status: str, *, limit: int, now: dt.datetime,
+           lease_until: dt.datetime, key: Callable[[str | None], str] | None) -> Claim | None:
+    dialect = session.get_bind().dialect.name
+    while True:
+        row = session.execute(claim_statement(dialect, issue_id, status=status, now=now)
+                              ).one_or_none()
+        if row is None:
+            return None
+        first_id, last_id, size = row.first_id, row.last_id, row.size
+        new_key = key(row.key) if key is not None else row.key
+        if size > limit:
+            ids = _open_ids(session, issue_id, row.batch_no, first_id, last_id)
+            if not ids:
+                _set_batch(session, row.id, status="done", now=now)
+                continue
+            if len(ids) > limit:
+                rekey = status == "uncertain"
+                _split_off(session, issue_id, row.batch_no, ids[limit:], limit=limit,
+                           status=status, now=now, key_root=_root(row.key) if rekey else None)
+                ids = ids[:limit]
+                if rekey:
+                    new_key = f"{_root(row.key)}~{uuid.uuid4().hex[:8]}"
+            first_id, last_id, size = ids[0], ids[-1], len(ids)
+        if new_key is None:  # an uncertain batch from before keys: give it one now
+            new_key = f"batch~{uuid.uuid4().hex[:8]}"
+        session.execute(
+            update(_BATCHES).where(B.id == row.id)
+            .values(status="claimed", key=new_key, lease_until=lease_until, not_before=None,
+                    attempts=B.attempts + 1, first_id=first_id, last_id=last_id, size=size,
+                    updated_at=now))
+        return Claim(new_key, size, retry=status == "uncertain", issue_id=issue_id,
+                     batch_no=row.batch_no, first_id=first_id, last_id=last_id)
+
+
+def _root(key: str | None) -> str:
+    return (key or "batch").split("~")[0]
+
+
+def _members(issue_id: int, batch_no: int, first_id: int, last_id: int) -> tuple:
+    """A batch's deliveries: a primary-key range, narrowed to the batch (rows split off into
+    another batch may share the range)."""
+    return (D.id >= first_id, D.id <= last_id, D.issue_id == issue_id, D.batch_no == batch_no)
+
+
+def _open_ids(session: Session, issue_id: int, batch_no: int, first_id: int,
+              last_id: int) -> list[int]:
+    return list(session.execute(
+        select(D.id).where(*_members(issue_id, batch_no, first_id, last_id),
+                           D.status == "pending").order_by(D.id)).scalars())
+
+
+def _new_batch_no(session: Session) -> int:
+    """A batch number no other batch has, without locking anything: minus the new batch's own
+    primary key (planned batches count up from 0)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return -int(session.execute(
+            text("SELECT nextval(pg_get_serial_sequence('delivery_batches', 'id'))")).scalar_one())
+    # SQLite: writers are serialised by the immediate transaction.
+    return -(int(session.execute(select(func.coalesce(func.max(B.id), 0))).scalar_one()) + 1)
+
+
+def _split_off(session: Session, issue_id: int, batch_no: int, ids: Sequence[int], *,
+               limit: int, status: str, now: dt.datetime, key_root: str | None,
+               reason: str = "") -> None:
+    """Move `ids` (open deliveries of one batch, in id order) into new batches of at most
+    `limit`, each in `status`, each with a fresh key when `key_root` is given."""
+    for start in range(0, len(ids), limit):
+        chunk = ids[start:start + limit]
+        number = _new_batch_no(session)
+        values = dict(issue_id=issue_id, batch_no=number, status=status, first_id=chunk[0],
+                      last_id=chunk[-1], size=len(chunk), attempts=0, reason=reason,
+                      updated_at=now,
+                      key=f"{key_root}~{uuid.uuid4().hex[:8]}" if key_root else None)
+        if session.get_bind().dialect.name == "postgresql":
+            values["id"] = -number
+        session.execute(_BATCHES.insert().values(**values))
+        session.execute(
             update(_DELIVERIES)
-            .where(D.issue_id == issue_id, D.status == "uncertain", D.batch_key == old_key)
-            .values(**values).execution_options(synchronize_session=False))
-        # Several workers may pick the same uncertain batch; the one whose UPDATE waited on the
-        # other's row locks finds nothing left and must not read the winner's rows as its own.
-        return Claim(old_key, result.rowcount, retry=True) if result.rowcount else None
-    # Split: a chunk goes out under a fresh key, and the rest is re-keyed too, so a key that
-    # went out with the whole batch is never reused for a different payload.
-    root = (old_key or "batch").split("~")[0]
-    key, rest_key = (f"{root}~{uuid.uuid4().hex[:8]}" for _ in range(2))
-    same = D.batch_key.is_(None) if old_key is None else D.batch_key == old_key
-    part = select(D.id).where(D.issue_id == issue_id, D.status == "uncertain", same
-                              ).order_by(D.id).limit(limit)
-    result = session.execute(
-        update(_DELIVERIES).where(D.id.in_(part.scalar_subquery()), D.status == "uncertain")
-        .values(batch_key=key, **values).execution_options(synchronize_session=False))
-    session.execute(update(_DELIVERIES).where(D.issue_id == issue_id, D.status == "uncertain", same)
-                    .values(batch_key=rest_key).execution_options(synchronize_session=False))
-    return Claim(key, result.rowcount, retry=True) if result.rowcount else None
+            .where(*_members(issue_id, batch_no, chunk[0], chunk[-1]), D.id.in_(chunk),
+                   D.status == "pending")
+            .values(batch_no=number).execution_options(synchronize_session=False))
+
+
+def _set_batch(session: Session, batch_id: int, *, now: dt.datetime, **values) -> None:
+    session.execute(update(_BATCHES).where(B.id == batch_id).values(updated_at=now, **values))
 
 
 def mark_uncertain(session: Session, issue_id: int, *, now: dt.datetime,
                    expired_only: bool = True) -> int:
     """claimed -> uncertain: the request of these batches may have gone out with no answer seen.
+    Returns the number of batches.
 
     `expired_only=False` is for a sender that has just acquired the issue: no other sender is
     live then, so every claim left behind is orphaned, whatever its lease says.
     """
     _aware(now)
-    conditions = [D.issue_id == issue_id, D.status == "claimed"]
+    conditions = [B.issue_id == issue_id, B.status == "claimed"]
     if expired_only:
-        conditions.append(D.lease_until <= now)
+        conditions.append(B.lease_until <= now)
     result = session.execute(
-        update(_DELIVERIES).where(*conditions)
+        update(_BATCHES).where(*conditions)
         .values(status="uncertain", lease_until=None, updated_at=now,
-                reason="no answer recorded: the sender stopped while the request was in flight")
-        .execution_options(synchronize_session=False))
+                reason="no answer recorded: the sender stopped while the request was in flight"))
     return result.rowcount or 0
 
 
 def release_batch(session: Session, batch_key: str, *, now: dt.datetime, uncertain: bool,
                   reason: str) -> int:
     """claimed -> pending (the provider surely did not take the request) or -> uncertain (it
-    may have: a timeout or dropped connection after the request left)."""
+    may have: a timeout or dropped connection after the request left). Returns 1 or 0."""
     _aware(now)
     values: dict = dict(updated_at=now, reason=reason, lease_until=None)
     if uncertain:
         values["status"] = "uncertain"
     else:
-        values.update(status="pending", batch_key=None)
+        values.update(status="pending", key=None, not_before=None)
     result = session.execute(
-        update(_DELIVERIES).where(D.batch_key == batch_key, D.status == "claimed")
-        .values(**values).execution_options(synchronize_session=False))
+        update(_BATCHES).where(B.key == batch_key, B.status == "claimed").values(**values))
     return result.rowcount or 0
 
 
@@ -364,98 +420,146 @@ def record_outcomes(session: Session, batch_key: str, results: Sequence[tuple[in
                     now: dt.datetime, retry_at: dt.datetime, max_attempts: int,
                     skipped: Iterable[tuple[int, str]] = (), whole_batch: bool = False
                     ) -> Recorded:
-    """claimed -> sent | failed | pending (transient) | uncertain | skipped, for one batch, in
-    one transaction.
+    """The answer to one batch's request, in one transaction: each delivery pending -> sent |
+    failed | skipped | pending (transient, retried after `retry_at`), then the batch -> done, or
+    pending again while some of its deliveries wait for a retry.
 
-    Every update is guarded by the batch key and a recordable state, so an answer that arrives
-    after another sender took the batch over still records the truth but never reopens a final
-    row. Rows with the same outcome are written by one statement (a substitution provider gives a
-    whole batch one message id); per-recipient message ids go in one executemany.
-    `whole_batch` says the results cover every open row of the batch, so one outcome for all of
-    them is written by batch key alone, without listing the ids.
+    The batch row is locked first and must still be claimed or uncertain under `batch_key`, so
+    an answer that arrives after another sender took the batch over still records the truth but
+    never reopens a final row, and an answer for a batch that was since split records nothing.
+    Rows with the same outcome are written by one statement (a substitution provider gives a
+    whole batch one message id). `whole_batch` says the results cover every open row of the
+    batch, so one outcome for all of them is written without listing the ids.
     """
     _aware(now)
+    batch = _lock_batch(session, batch_key)
+    recorded = Recorded()
+    if batch is None:
+        return recorded
+    members = _members(batch.issue_id, batch.batch_no, batch.first_id, batch.last_id)
+    is_open = (*members, D.status == "pending")
     groups: dict[tuple[str, str | None, str], list[int]] = defaultdict(list)
     for delivery_id, outcome in results:
         groups[(outcome.status, outcome.message_id, outcome.reason)].append(delivery_id)
+    skip_groups: dict[str, list[int]] = defaultdict(list)
     for delivery_id, reason in skipped:
-        groups[("skipped", None, reason)].append(delivery_id)
-    recorded = Recorded()
+        skip_groups[reason].append(delivery_id)
+    # Skips first: the whole-batch write below must not sweep them up.
+    for reason, ids in skip_groups.items():
+        recorded.skipped += _write(session, is_open, ids, dict(
+            status="skipped", reason=reason, updated_at=now))
     transient_ids: list[int] = []
-    sent_one_each: list[dict] = []
-    # `or_` rather than IN: an expanding IN cannot go into an executemany.
-    guard = (D.batch_key == batch_key, or_(*(D.status == state for state in _RECORDABLE)))
+    sent_one_each: list[tuple[int, str | None]] = []
+    all_final = whole_batch and len(groups) == 1
     for (status, message_id, reason), ids in groups.items():
-        _count(recorded, status, reason, len(ids))
         if status == "sent" and len(ids) == 1:
-            sent_one_each.append({"b_id": ids[0], "b_mid": message_id})
+            sent_one_each.append((ids[0], message_id))
+            continue
+        if status == "uncertain":
+            # Only some recipients are in doubt (an SMTP connection lost during DATA): they
+            # move to a batch of their own, uncertain under a key of their own, so a retry
+            # never reuses this batch's key for a smaller payload.
+            _split_off(session, batch.issue_id, batch.batch_no, sorted(ids), limit=len(ids),
+                       status="uncertain", now=now, key_root=_root(batch_key), reason=reason)
+            recorded.uncertain += len(ids)
+            all_final = False
             continue
         if status == "transient":
             transient_ids.extend(ids)
-        values = _values_for(status, message_id, reason, now=now, retry_at=retry_at,
-                             max_attempts=max_attempts, batch_key_root=batch_key.split("~")[0])
-        if whole_batch and len(groups) == 1:
-            session.connection().execute(update(_DELIVERIES).where(*guard).values(**values))
-            continue
-        for start in range(0, len(ids), 1000):
-            session.execute(update(_DELIVERIES).where(D.id.in_(ids[start:start + 1000]), *guard)
-                            .values(**values).execution_options(synchronize_session=False))
-    if sent_one_each and session.get_bind().dialect.name == "postgresql":
-        # One statement for the batch instead of one per recipient (a pipeline of 100-1000
-        # round trips was most of a PostgreSQL worker's time).
-        session.connection().execute(_SENT_EACH_PG, {
-            "ids": [row["b_id"] for row in sent_one_each],
-            "mids": [row["b_mid"] for row in sent_one_each], "key": batch_key, "now": now})
-    elif sent_one_each:
-        session.connection().execute(
-            update(_DELIVERIES).where(D.id == bindparam("b_id"), *guard)
-            .values(status="sent", provider_message_id=bindparam("b_mid"), reason="",
-                    lease_until=None, updated_at=now),
-            sent_one_each)
+            all_final = False
+        values = _values_for(status, message_id, reason, batch_key=batch_key, now=now,
+                             max_attempts=max_attempts)
+        n = _write(session, is_open, None if all_final else ids, values)
+        _count(recorded, status, reason, n)
+    if sent_one_each:
+        recorded.sent += _write_sent_each(session, batch, is_open, sent_one_each, batch_key, now)
     if transient_ids:
-        # Rows that ran out of tries keep their batch key (the others drop it): count them.
+        # Rows that ran out of tries are failed now: count them.
         gave_up = int(session.execute(
-            select(func.count()).select_from(_DELIVERIES)
-            .where(D.batch_key == batch_key, D.status == "failed",
-                   D.id.in_(transient_ids))).scalar_one())
+            select(func.count()).where(*members, D.status == "failed",
+                                       D.id.in_(transient_ids))).scalar_one())
         recorded.retry -= gave_up
         recorded.failed += gave_up
         recorded.gave_up = gave_up
+    left = 0 if all_final else int(session.execute(
+        select(func.count()).where(*is_open)).scalar_one())
+    if left == 0:
+        _set_batch(session, batch.id, status="done", lease_until=None, not_before=None,
+                   reason="", now=now)
+    else:
+        # What is left waits for a retry under a new key (the payload is not the same).
+        _set_batch(session, batch.id, status="pending", key=None, lease_until=None,
+                   not_before=retry_at if recorded.retry else None,
+                   reason=next((r for (s, _m, r) in groups if s == "transient"), ""), now=now)
     return recorded
+
+
+def _lock_batch(session: Session, batch_key: str):
+    query = (select(B.id, B.issue_id, B.batch_no, B.first_id, B.last_id)
+             .where(B.key == batch_key, B.status.in_(_RECORDABLE)))
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    return session.execute(query).one_or_none()
+
+
+def _write(session: Session, is_open: tuple, ids: Sequence[int] | None, values: dict) -> int:
+    """UPDATE the open rows of a batch (`ids` of them, or all when None); returns the count."""
+    if ids is None:
+        result = session.connection().execute(update(_DELIVERIES).where(*is_open).values(**values))
+        return result.rowcount or 0
+    n = 0
+    for start in range(0, len(ids), 1000):
+        result = session.execute(update(_DELIVERIES).where(D.id.in_(ids[start:start + 1000]),
+                                                           *is_open)
+                                 .values(**values).execution_options(synchronize_session=False))
+        n += result.rowcount or 0
+    return n
+
+
+def _write_sent_each(session: Session, batch, is_open: tuple,
+                     rows: list[tuple[int, str | None]], batch_key: str, now: dt.datetime) -> int:
+    """Each recipient its own message id (Resend, Postmark): one statement on PostgreSQL
+    instead of one per recipient (a pipeline of 100-1000 round trips was most of a PostgreSQL
+    worker's time)."""
+    if session.get_bind().dialect.name == "postgresql":
+        result = session.connection().execute(_SENT_EACH_PG, {
+            "ids": [i for i, _ in rows], "mids": [m for _, m in rows], "key": batch_key,
+            "now": now, "issue_id": batch.issue_id, "batch_no": batch.batch_no})
+        return result.rowcount or 0
+    result = session.connection().execute(
+        update(_DELIVERIES).where(D.id == bindparam("b_id"), *is_open)
+        .values(status="sent", provider_message_id=bindparam("b_mid"), reason="",
+                batch_key=batch_key, attempts=D.attempts + 1, updated_at=now),
+        [{"b_id": i, "b_mid": m} for i, m in rows])
+    return result.rowcount or 0
 
 
 _SENT_EACH_PG = text("""
 UPDATE deliveries AS d
-SET status = 'sent', provider_message_id = v.mid, reason = '', lease_until = NULL, updated_at = :now
+SET status = 'sent', provider_message_id = v.mid, reason = '', batch_key = :key,
+    attempts = d.attempts + 1, updated_at = :now
 FROM unnest(CAST(:ids AS integer[]), CAST(:mids AS varchar[])) AS v(id, mid)
-WHERE d.id = v.id AND d.batch_key = :key AND d.status IN ('claimed', 'uncertain')
+WHERE d.id = v.id AND d.issue_id = :issue_id AND d.batch_no = :batch_no AND d.status = 'pending'
 """).bindparams(bindparam("now", type_=UTCDateTime()))
 
 
-def _values_for(status: str, message_id: str | None, reason: str, *, now: dt.datetime,
-                retry_at: dt.datetime, max_attempts: int, batch_key_root: str = "") -> dict:
+def _values_for(status: str, message_id: str | None, reason: str, *, batch_key: str,
+                now: dt.datetime, max_attempts: int) -> dict:
+    answered = dict(batch_key=batch_key, attempts=D.attempts + 1, updated_at=now)
     if status == "sent":
-        return dict(status="sent", provider_message_id=message_id, reason="", lease_until=None,
-                    updated_at=now)
+        return dict(status="sent", provider_message_id=message_id, reason="", **answered)
     if status == "rejected":
-        return dict(status="failed", reason=reason or "rejected", lease_until=None, updated_at=now)
+        return dict(status="failed", reason=reason or "rejected", **answered)
     if status == "skipped":
-        return dict(status="skipped", reason=reason, lease_until=None, updated_at=now)
-    if status == "uncertain":
-        # Only some recipients of the batch are in doubt (an SMTP connection lost during DATA):
-        # they get a key of their own, so a retry never reuses the batch's key for a smaller payload.
-        return dict(status="uncertain", reason=reason, lease_until=None, updated_at=now,
-                    batch_key=f"{(batch_key_root or 'batch')}~{uuid.uuid4().hex[:8]}")
+        return dict(status="skipped", reason=reason, updated_at=now)
     if status == "transient":
-        # Back to the queue with a not-before time, unless this row has had all its tries.
-        exhausted = D.attempts >= max_attempts
+        # Back to the queue, unless this row has had all its tries.
+        exhausted = D.attempts + 1 >= max_attempts
         return dict(
             status=case((exhausted, "failed"), else_="pending"),
             reason=case((exhausted, literal(f"gave up after {max_attempts} attempts: {reason}")),
                         else_=literal(reason)),
-            batch_key=case((exhausted, D.batch_key), else_=None),
-            lease_until=case((exhausted, None), else_=literal(retry_at, UTCDateTime())),
-            updated_at=now)
+            **answered)
     raise ValueError(f"unknown outcome status {status!r}")
 
 
@@ -467,8 +571,6 @@ def _count(recorded: Recorded, status: str, reason: str, n: int) -> None:
         recorded.failed_reasons[reason] = recorded.failed_reasons.get(reason, 0) + n
     elif status == "skipped":
         recorded.skipped += n
-    elif status == "uncertain":
-        recorded.uncertain += n
     else:
         recorded.retry += n
 
@@ -494,10 +596,26 @@ class Counts:
         return sum(self[s] for s in OPEN_STATES)
 
 
+# A delivery's state as reported: its own, or for a pending row in a claimed or uncertain batch,
+# the batch's.
+_BATCH_OF = and_(B.issue_id == D.issue_id, B.batch_no == D.batch_no)
+_STATE = case((and_(D.status == "pending", B.status.in_(_RECORDABLE)), B.status),
+              else_=D.status)
+
+
+def states_query(*columns):
+    """SELECT `columns`, state FROM deliveries joined to their batches: each recipient's state
+    as `counts` reports it (for reports and for checks that look at single rows)."""
+    return select(*columns, _STATE.label("state")).select_from(_DELIVERIES.join(_BATCHES,
+                                                                                _BATCH_OF))
+
+
 def counts(session: Session, issue_id: int) -> Counts:
-    """Two grouped SELECTs over the (issue_id, status, id) index: fine at a million rows."""
+    """Per-recipient states (see `states_query`), in one grouped join: the batch table is a
+    thousandth of the ledger's size."""
     by_status = {status: int(n) for status, n in session.execute(
-        select(D.status, func.count()).where(D.issue_id == issue_id).group_by(D.status))}
+        select(_STATE, func.count()).select_from(_DELIVERIES.join(_BATCHES, _BATCH_OF))
+        .where(D.issue_id == issue_id).group_by(_STATE))}
     reasons: dict[str, int] = {}
     if by_status.get("failed"):
         reasons = {reason or "unknown": int(n) for reason, n in session.execute(
@@ -507,14 +625,14 @@ def counts(session: Session, issue_id: int) -> Counts:
 
 
 def next_retry_at(session: Session, issue_id: int) -> dt.datetime | None:
-    """When the earliest delayed (transient) delivery becomes due, if any pending one is waiting."""
+    """When the earliest delayed (transient) batch becomes due, if any pending one is waiting."""
     return session.execute(
-        select(func.min(D.lease_until)).where(D.issue_id == issue_id, D.status == "pending",
-                                              D.lease_until.is_not(None))).scalar_one_or_none()
+        select(func.min(B.not_before)).where(B.issue_id == issue_id, B.status == "pending",
+                                             B.not_before.is_not(None))).scalar_one_or_none()
 
 
-def batch_rows(session: Session, batch_key: str):
-    """The claimed rows of one batch joined to their subscribers, in delivery-id order (the
+def batch_rows(session: Session, claim: Claim):
+    """The open rows of a claimed batch joined to their subscribers, in delivery-id order (the
     order is part of the request, so a retried batch is byte-for-byte the same request)."""
     from subscribers.models import Subscriber
 
@@ -522,7 +640,8 @@ def batch_rows(session: Session, batch_key: str):
     result = session.connection().execute(
         select(D.id, D.subscriber_id, S.email, S.name, S.status)
         .join_from(_DELIVERIES, Subscriber.__table__, S.id == D.subscriber_id)
-        .where(D.batch_key == batch_key, D.status == "claimed")
+        .where(*_members(claim.issue_id, claim.batch_no, claim.first_id, claim.last_id),
+               D.status == "pending")
         .order_by(D.id))
     # The driver's plain tuples: these columns need no type conversion, and building a Row per
     # recipient was a tenth of the ledger thread's time in a million-recipient send.
@@ -534,5 +653,5 @@ __all__ = [
     "Recorded", "acquire_issue", "batch_rows", "claim_batch", "claim_uncertain",
     "claimed_elsewhere", "counts", "finish_issue", "join_issue", "mark_uncertain",
     "new_batch_key", "next_retry_at", "pause_issue", "pause_send", "record_outcomes",
-    "release_batch", "renew_claims", "renew_issue_lease",
+    "release_batch", "renew_claims", "renew_issue_lease", "states_query",
 ]

@@ -137,18 +137,56 @@ class IssueComparison(SQLModel, table=True):
     position: int = 0
 
 
-DELIVERY_STATES = ("pending", "claimed", "sent", "failed", "uncertain")
+# What `ledger.counts` reports per recipient: the row's own state, or for an open row the state
+# of the batch it is in (a claim or an unanswered request is a batch's state, not a row's).
+DELIVERY_STATES = ("pending", "claimed", "uncertain", "sent", "failed", "skipped")
+BATCH_STATES = ("pending", "claimed", "uncertain", "done")
+
+
+class DeliveryBatch(SQLModel, table=True):
+    """One provider request's worth of deliveries, fixed when the issue is planned.
+
+    Claiming, leasing and declaring a request uncertain are writes to this one row, never to the
+    recipients' rows: a claim costs the same for 1 or 1,000 recipients, and a recipient row is
+    written once, with its outcome. `key` is the request's idempotency key while it is in flight
+    or uncertain; `first_id`..`last_id` bound its deliveries so they are read by primary key.
+    """
+
+    __tablename__ = "delivery_batches"
+    __table_args__ = (
+        UniqueConstraint("issue_id", "batch_no", name="uq_delivery_batches_issue_no"),
+        UniqueConstraint("key", name="uq_delivery_batches_key"),
+        Index("ix_delivery_batches_issue_status_first", "issue_id", "status", "first_id"),
+    )
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    issue_id: int = Field(sa_column=Column(Integer, ForeignKey("issues.id", ondelete="CASCADE"),
+                                           nullable=False))
+    batch_no: int
+    status: str = Field(default="pending", max_length=20)
+    key: Optional[str] = Field(default=None, max_length=80)
+    first_id: int
+    last_id: int
+    size: int  # deliveries in the batch when it was made (an upper bound of the open ones)
+    attempts: int = 0
+    lease_until: Optional[dt.datetime] = Field(default=None, sa_column=_ts())
+    not_before: Optional[dt.datetime] = Field(default=None, sa_column=_ts())
+    reason: str = Field(default="", sa_type=Text)
+    updated_at: dt.datetime = Field(default_factory=utcnow, sa_column=_ts(False))
 
 
 class Delivery(SQLModel, table=True):
-    """The per-recipient ledger: one row per (issue, subscriber), written before and after the
-    provider call so nothing is lost and nothing goes out twice."""
+    """The per-recipient ledger: one row per (issue, subscriber), planned into a batch before the
+    provider call and written once after it, so nothing is lost and nothing goes out twice.
+
+    No index covers a column that changes while sending (status, outcome), so writing an outcome
+    touches the row alone (a heap-only update on PostgreSQL), not every index of a million-row
+    table.
+    """
 
     __tablename__ = "deliveries"
     __table_args__ = (
         UniqueConstraint("issue_id", "subscriber_id", name="uq_deliveries_issue_subscriber"),
-        Index("ix_deliveries_issue_status_id", "issue_id", "status", "id"),
-        Index("ix_deliveries_batch", "batch_key"),
     )
 
     id: Optional[int] = Field(default=None, primary_key=True)
@@ -157,10 +195,10 @@ class Delivery(SQLModel, table=True):
     subscriber_id: int = Field(sa_column=Column(Integer, ForeignKey("subscribers.id",
                                                                     ondelete="CASCADE"),
                                                 nullable=False, index=True))
-    status: str = Field(default="pending", max_length=20)
-    batch_key: Optional[str] = Field(default=None, max_length=80)
-    lease_until: Optional[dt.datetime] = Field(default=None, sa_column=_ts())
-    attempts: int = 0
+    batch_no: int = 0  # its DeliveryBatch within the issue
+    status: str = Field(default="pending", max_length=20)  # pending | sent | failed | skipped
+    batch_key: Optional[str] = Field(default=None, max_length=80)  # the request it went out in
+    attempts: int = 0  # provider calls that answered for this recipient
     provider_message_id: Optional[str] = Field(default=None, max_length=300)
     reason: str = Field(default="", sa_type=Text)
     updated_at: dt.datetime = Field(default_factory=utcnow, sa_column=_ts(False))

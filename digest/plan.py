@@ -1,7 +1,10 @@
-"""Plan an issue's deliveries: one ledger row per (issue, active subscriber), inserted set-wise.
+"""Plan an issue's deliveries: one ledger row per (issue, active subscriber), inserted set-wise,
+and cut into batches of one provider request each.
 
 One `INSERT ... SELECT` does the whole list in the database, so planning a million subscribers
-moves no rows through Python. It is idempotent: `NOT EXISTS` skips subscribers already planned
+moves no rows through Python; a second, grouped `INSERT ... SELECT` writes one batch row per
+`batch_size` deliveries (numbered from the row's rank, so batches are runs of delivery ids).
+Sending then claims batch rows, never delivery rows (`ledger.py`). It is idempotent: `NOT EXISTS` skips subscribers already planned
 and `ON CONFLICT DO NOTHING` covers a concurrent planner on PostgreSQL; the unique
 (issue_id, subscriber_id) constraint makes a duplicate impossible either way. Rows are only
 added while the issue can still be sent, so planning can never reopen a finished issue.
@@ -26,8 +29,9 @@ PLANNABLE_STATES = ("ready", "sending", "paused")
 _PLANNABLE_SQL = ", ".join(f"'{state}'" for state in PLANNABLE_STATES)
 
 _PLAN_SQL = text(f"""
-INSERT INTO deliveries (issue_id, subscriber_id, status, attempts, reason, updated_at)
-SELECT :issue_id, s.id, 'pending', 0, '', :now
+INSERT INTO deliveries (issue_id, subscriber_id, batch_no, status, attempts, reason, updated_at)
+SELECT :issue_id, s.id, :base + (ROW_NUMBER() OVER (ORDER BY s.id) - 1) / :size,
+       'pending', 0, '', :now
 FROM subscribers s
 WHERE s.status = 'active'
   AND NOT EXISTS (SELECT 1 FROM deliveries d
@@ -36,6 +40,21 @@ WHERE s.status = 'active'
               WHERE i.id = :issue_id AND i.status IN ({_PLANNABLE_SQL}))
 ORDER BY s.id
 ON CONFLICT (issue_id, subscriber_id) DO NOTHING
+""").bindparams(bindparam("now", type_=UTCDateTime()))
+
+_BASE_SQL = text("""
+SELECT COALESCE(MAX(batch_no), -1) + 1 FROM delivery_batches
+WHERE issue_id = :issue_id AND batch_no >= 0
+""")
+
+# The new rows only: ids above the highest id before the insert, read by primary key.
+_BATCHES_SQL = text("""
+INSERT INTO delivery_batches (issue_id, batch_no, status, first_id, last_id, size, attempts,
+                              reason, updated_at)
+SELECT :issue_id, batch_no, 'pending', MIN(id), MAX(id), COUNT(*), 0, '', :now
+FROM deliveries
+WHERE id > :after AND issue_id = :issue_id AND batch_no >= :base
+GROUP BY batch_no
 """).bindparams(bindparam("now", type_=UTCDateTime()))
 
 _UNPLANNED_SQL = text("""
@@ -54,13 +73,30 @@ class PlanResult:
     planned: int  # rows the issue has in total
 
 
-def plan_deliveries(session: Session, issue_id: int, *, now: dt.datetime) -> PlanResult:
-    """Add a pending delivery for every active subscriber the issue does not have yet.
+DEFAULT_BATCH_SIZE = 1000
+
+
+def plan_deliveries(session: Session, issue_id: int, *, now: dt.datetime,
+                    batch_size: int = DEFAULT_BATCH_SIZE) -> PlanResult:
+    """Add a pending delivery for every active subscriber the issue does not have yet, in new
+    batches of `batch_size` (the sender's provider limit; a sender with a smaller limit splits a
+    batch when it claims it).
 
     The caller commits. Inserting in subscriber-id order keeps delivery ids in the same order,
     so batches read subscribers sequentially.
     """
-    result = session.execute(_PLAN_SQL, {"issue_id": issue_id, "now": now})
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+    if session.get_bind().dialect.name == "postgresql":
+        # Planners of one issue take turns (a sender already holds this lock when it plans), so
+        # two never number their batches from the same base.
+        session.execute(text("SELECT id FROM issues WHERE id = :i FOR UPDATE"), {"i": issue_id})
+    base = int(session.execute(_BASE_SQL, {"issue_id": issue_id}).scalar_one())
+    after = int(session.execute(text("SELECT COALESCE(MAX(id), 0) FROM deliveries")).scalar_one())
+    params = {"issue_id": issue_id, "now": now, "base": base}
+    result = session.execute(_PLAN_SQL, {**params, "size": batch_size})
+    if result.rowcount:
+        session.execute(_BATCHES_SQL, {**params, "after": after})
     planned = session.execute(text("SELECT COUNT(*) FROM deliveries WHERE issue_id = :i"),
                               {"i": issue_id}).scalar_one()
     return PlanResult(added=max(result.rowcount or 0, 0), planned=int(planned))

@@ -333,6 +333,7 @@ _NOT_CALLED = object()  # the send stopped before this batch's turn: it never le
 class _Batch:
     claim: ledger.Claim
     rows: list[tuple[int, int, str, str | None]]  # (delivery id, subscriber id, email, name)
+    skipped: list[tuple[int, str]]  # (delivery id, why): left the list since planning
     recipients: list[Recipient] | None = None  # built off the ledger's thread
     building: Future | None = None
     future: Future | None = None
@@ -381,7 +382,6 @@ class Sender:
             fits = int(policy.rate_limit * policy.lease.total_seconds() / 4)
             self.batch_size = max(1, min(self.batch_size, fits))
         self._issue_id = 0
-        self._cursor = 0  # the last delivery id this sender claimed (see ledger.claim_batch)
         self._uncertain_streak = 0
         self._stats = _Progress()
         self._stopping = threading.Event()
@@ -431,7 +431,7 @@ class Sender:
             if acquired.acquired:
                 # We hold the issue now, so no other sender is live: claims left are orphaned.
                 ledger.mark_uncertain(session, issue_id, now=now, expired_only=False)
-                plan_deliveries(session, issue_id, now=now)
+                plan_deliveries(session, issue_id, now=now, batch_size=self.batch_size)
                 counts = ledger.counts(session, issue_id)
                 retrying = self.provider.idempotent or self.policy.retry_uncertain
                 self._stats.total = counts["pending"] + (counts["uncertain"] if retrying else 0)
@@ -480,7 +480,7 @@ class Sender:
                 self.bucket.take(self.batch_size)
             batch = self._step(finished, claim_next)
             if claim_next:
-                self.bucket.refund(self.batch_size - (batch.claim.size if batch else 0))
+                self.bucket.refund(self.batch_size - (len(batch.rows) if batch else 0))
             if batch is not None:
                 claimable = True
                 self._submit(batch)
@@ -510,7 +510,7 @@ class Sender:
             self._in_flight.add(claim.batch_key)
         if skipped:
             self._advance(len(skipped), 0)
-        return _Batch(claim, rows)
+        return _Batch(claim, rows, skipped)
 
     def _renew(self, session: Session, now: dt.datetime) -> bool:
         """Renew the issue lease every tenth of a lease (not every batch): a live sender never
@@ -533,26 +533,15 @@ class Sender:
                                            now=now, lease_until=lease_until)
         if claim is None:
             claim = ledger.claim_batch(session, self._issue_id, batch_key=self._batch_key(),
-                                       limit=self.batch_size, now=now, lease_until=lease_until,
-                                       after_id=self._cursor)
-            if claim is None and self._cursor:
-                self._cursor = 0  # past the end: look again from the start for retried rows
-                claim = ledger.claim_batch(session, self._issue_id, batch_key=self._batch_key(),
-                                           limit=self.batch_size, now=now,
-                                           lease_until=lease_until)
-            if claim is not None:
-                self._cursor = claim.last_id
+                                       limit=self.batch_size, now=now, lease_until=lease_until)
         return claim
 
     def _read_batch(self, session: Session, claim: ledger.Claim, now: dt.datetime):
-        """The claimed batch's rows; anyone who left the list since planning is skipped here
-        (recorded in the claim's transaction) and never mailed."""
-        rows = ledger.batch_rows(session, claim.batch_key)
+        """The claimed batch's rows; anyone who left the list since planning is never mailed,
+        and is recorded as skipped with the batch's answer."""
+        rows = ledger.batch_rows(session, claim)
         active = [tuple(row[:4]) for row in rows if row[4] == "active"]
         skipped = [(row[0], f"subscriber {row[4]}") for row in rows if row[4] != "active"]
-        if skipped:
-            ledger.record_outcomes(session, claim.batch_key, [], now=now, retry_at=now,
-                                   max_attempts=self.policy.max_attempts, skipped=skipped)
         return active, skipped
 
     def _record(self, session: Session, batch: _Batch, now: dt.datetime) -> None:
@@ -563,7 +552,8 @@ class Sender:
         recorded = ledger.record_outcomes(
             session, batch.claim.batch_key,
             [(r.delivery_id, o) for r, o in zip(batch.recipients, outcomes)],
-            now=now, retry_at=retry_at, max_attempts=self.policy.max_attempts, whole_batch=True)
+            now=now, retry_at=retry_at, max_attempts=self.policy.max_attempts,
+            skipped=batch.skipped, whole_batch=True)
         if any(outcome.inactive for outcome in outcomes):
             for recipient, outcome in zip(batch.recipients, outcomes):
                 if outcome.inactive:

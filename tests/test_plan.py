@@ -10,7 +10,7 @@ from sqlmodel import Session
 
 from delivery_support import START, add_subscribers, make_issue
 from digest.db import make_engine, session_scope
-from digest.models import Delivery
+from digest.models import Delivery, DeliveryBatch
 from digest.plan import count_unplanned, plan_deliveries
 
 
@@ -91,8 +91,9 @@ def test_plan_is_one_statement_whatever_the_list_size(engine, session):
     finally:
         event.remove(engine, "before_cursor_execute", count)
     inserts = [s for s in statements if s.lstrip().upper().startswith("INSERT")]
-    assert len(inserts) == 1 and "SELECT" in inserts[0].upper()
-    assert len(statements) <= 3
+    # The deliveries, then their batches: both INSERT ... SELECT, whatever the list size.
+    assert len(inserts) == 2 and all("SELECT" in s.upper() for s in inserts)
+    assert len(statements) <= 6
     assert session.execute(select(func.count()).select_from(Delivery)).scalar_one() == 2500
 
 
@@ -143,3 +144,43 @@ def test_deliveries_follow_subscriber_order(engine, session):
     rows = session.execute(select(Delivery.id, Delivery.subscriber_id)
                            .where(Delivery.issue_id == issue.id).order_by(Delivery.id)).all()
     assert [r.subscriber_id for r in rows] == ids
+
+
+def _batches(session: Session, issue_id: int) -> list[tuple[int, int, int, int, str]]:
+    return [tuple(r) for r in session.execute(
+        select(DeliveryBatch.batch_no, DeliveryBatch.first_id, DeliveryBatch.last_id,
+               DeliveryBatch.size, DeliveryBatch.status)
+        .where(DeliveryBatch.issue_id == issue_id).order_by(DeliveryBatch.batch_no))]
+
+
+def test_deliveries_are_cut_into_batches_of_the_given_size(engine, session):
+    add_subscribers(engine, 25)
+    issue = make_issue(session)
+    plan_deliveries(session, issue.id, now=START, batch_size=10)
+    session.commit()
+    ids = [r[0] for r in session.execute(select(Delivery.id, Delivery.batch_no)
+                                         .where(Delivery.issue_id == issue.id)
+                                         .order_by(Delivery.id))]
+    nos = [r[0] for r in session.execute(select(Delivery.batch_no)
+                                         .where(Delivery.issue_id == issue.id)
+                                         .order_by(Delivery.id))]
+    assert nos == [0] * 10 + [1] * 10 + [2] * 5
+    assert _batches(session, issue.id) == [
+        (0, ids[0], ids[9], 10, "pending"), (1, ids[10], ids[19], 10, "pending"),
+        (2, ids[20], ids[24], 5, "pending")]
+    session.commit()
+
+    # Newcomers get batches of their own, numbered after the existing ones.
+    add_subscribers(engine, 3, start=100)
+    plan_deliveries(session, issue.id, now=START, batch_size=10)
+    session.commit()
+    got = _batches(session, issue.id)
+    assert [(no, size) for no, _f, _l, size, _s in got] == [(0, 10), (1, 10), (2, 5), (3, 3)]
+    assert plan_deliveries(session, issue.id, now=START, batch_size=10).added == 0
+    assert len(_batches(session, issue.id)) == 4  # nothing new, no empty batch
+
+
+def test_a_batch_size_below_one_is_refused(session):
+    issue = make_issue(session)
+    with pytest.raises(ValueError, match="batch_size"):
+        plan_deliveries(session, issue.id, now=START, batch_size=0)
