@@ -17,8 +17,9 @@ Issues::
     sending(us) --finish--> sent      sending(us) --pause--> paused(reason)
 
 Functions take a session and leave committing to the caller: the send loop commits a claim
-before the provider call and the outcome after it, so a crash anywhere leaves rows `claimed`,
-which the next holder of the issue turns into `uncertain` instead of silently re-sending them.
+before the provider call and the outcome after it, so a crash anywhere leaves its batches
+`claimed`, which the next holder of the issue turns into `uncertain` instead of silently
+re-sending them.
 """
 
 from __future__ import annotations
@@ -611,11 +612,20 @@ def states_query(*columns):
 
 
 def counts(session: Session, issue_id: int) -> Counts:
-    """Per-recipient states (see `states_query`), in one grouped join: the batch table is a
-    thousandth of the ledger's size."""
-    by_status = {status: int(n) for status, n in session.execute(
-        select(_STATE, func.count()).select_from(_DELIVERIES.join(_BATCHES, _BATCH_OF))
-        .where(D.issue_id == issue_id).group_by(_STATE))}
+    """Per-recipient states (see `states_query`): the ledger grouped by (batch, state) first,
+    then that small result joined to the batches. Joining row by row instead left the plan to
+    statistics, which are stale in the middle of a send (a minute at a million rows)."""
+    per_batch = (select(D.batch_no, D.status, func.count().label("n"))
+                 .where(D.issue_id == issue_id).group_by(D.batch_no, D.status).subquery())
+    state = case((and_(per_batch.c.status == "pending", B.status.in_(_RECORDABLE)), B.status),
+                 else_=per_batch.c.status)
+    by_status: dict[str, int] = {}
+    for status, n in session.execute(
+            select(state, func.sum(per_batch.c.n))
+            .join_from(per_batch, _BATCHES, and_(B.issue_id == issue_id,
+                                                 B.batch_no == per_batch.c.batch_no))
+            .group_by(state)):
+        by_status[status] = int(n)
     reasons: dict[str, int] = {}
     if by_status.get("failed"):
         reasons = {reason or "unknown": int(n) for reason, n in session.execute(

@@ -74,6 +74,7 @@ class PlanResult:
 
 
 DEFAULT_BATCH_SIZE = 1000
+ANALYZE_AFTER = 10_000  # rows added by one plan
 
 
 def plan_deliveries(session: Session, issue_id: int, *, now: dt.datetime,
@@ -97,6 +98,11 @@ def plan_deliveries(session: Session, issue_id: int, *, now: dt.datetime,
     result = session.execute(_PLAN_SQL, {**params, "size": batch_size})
     if result.rowcount:
         session.execute(_BATCHES_SQL, {**params, "after": after})
+    if (result.rowcount or 0) >= ANALYZE_AFTER and session.get_bind().dialect.name == "postgresql":
+        # The send reads these tables at once; statistics taken while they were nearly empty
+        # would plan its statements for an empty ledger until autovacuum catches up.
+        session.execute(text("ANALYZE deliveries"))
+        session.execute(text("ANALYZE delivery_batches"))
     planned = session.execute(text("SELECT COUNT(*) FROM deliveries WHERE issue_id = :i"),
                               {"i": issue_id}).scalar_one()
     return PlanResult(added=max(result.rowcount or 0, 0), planned=int(planned))
