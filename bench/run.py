@@ -20,7 +20,8 @@ Rows (each size runs in fresh processes, so a memory peak is that scenario's own
 * send-full: N through the Postmark provider (500 complete messages a call) on SQLite, and the
   ratio to plain `requests` posting the same bytes (bench/send.py scenario 2).
 * send-pg: N through the SendGrid provider on PostgreSQL with `--workers` processes (the holder
-  plus `digest worker`s), wall time from the first claim to the issue `sent`.
+  plus `digest worker`s), wall time of `send_issue` from its start (planning the N deliveries
+  included) to the issue `sent`; and the share of ledger updates that were heap-only.
 
 PostgreSQL rows need `--database-url` (or DIGEST_TEST_DATABASE_URL); a throwaway database is
 created on that server and dropped afterwards. The load average is printed with the figures:
@@ -287,11 +288,25 @@ def send_pg(base_url: str, n: int, workers: int) -> dict:
         if not report.complete or any(codes):
             raise SystemExit(f"send incomplete: {report.as_dict()} helpers {codes}")
         result.update(workers=workers, peak_rss_mb=round(_rss_mb(), 1),
-                      holder_sent=report.sent_now)
+                      holder_sent=report.sent_now, **_ledger_writes(db.engine))
         return result
     finally:
         db.drop()
         sink.stop()
+
+
+def _ledger_writes(engine) -> dict:
+    """How many of the ledger's row updates were heap-only (no index entry written at all);
+    possible because the ledger has no index over a column a send changes."""
+    from sqlalchemy import text
+
+    engine.dispose()  # a backend hands in its counts when it exits
+    time.sleep(1.0)
+    with engine.connect() as conn:
+        upd, hot = conn.execute(text(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables "
+            "WHERE relname = 'deliveries'")).one()
+    return {"ledger_updates": upd, "heap_only_share": round(hot / upd, 3) if upd else None}
 
 
 # --- the runner ---------------------------------------------------------------------------------------
@@ -392,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
                       if n == 1_000_000 else "")
             add("send-pg", label, f"{r['seconds']} s, {r['per_second']:,}/s with {r['workers']} "
                 f"workers, holder {r['cpu_us_per_recipient']} us CPU/recipient, holder peak "
-                f"{r['peak_rss_mb']} MB", target)
+                f"{r['peak_rss_mb']} MB; {r['heap_only_share']:.0%} of ledger updates "
+                "heap-only", target)
         figures[label] = at
     print(f"\nload average at end {_load_avg()}")
     from rich.console import Console

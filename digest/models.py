@@ -179,9 +179,9 @@ class Delivery(SQLModel, table=True):
     """The per-recipient ledger: one row per (issue, subscriber), planned into a batch before the
     provider call and written once after it, so nothing is lost and nothing goes out twice.
 
-    No index covers a column that changes while sending (status, outcome), so writing an outcome
-    touches the row alone (a heap-only update on PostgreSQL), not every index of a million-row
-    table.
+    No index covers a column that changes while sending (status, outcome): writing an outcome
+    adds no entry to such an index, and on PostgreSQL it is a heap-only update (no index
+    written at all) whenever the row's page has room for the new version.
     """
 
     __tablename__ = "deliveries"
