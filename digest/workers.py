@@ -10,9 +10,9 @@ The protocol:
   lease (`ledger.join_issue`); otherwise it says why and exits 0 (nothing to do is not an error).
   Before every claim it looks again, so a send the holder paused or finished stops its workers
   after the batches they have in flight are recorded.
-* Everyone claims batches the same way (`ledger.claim_batch`: `FOR UPDATE SKIP LOCKED` on
-  PostgreSQL), each claim with a lease of its own (`SendPolicy.batch_lease`), renewed while its
-  worker waits on a backoff.
+* Everyone claims batches the same way (`ledger.claim_batch`: the next batch row planned for
+  the issue, `FOR UPDATE SKIP LOCKED` on PostgreSQL), each claim with a lease of its own
+  (`SendPolicy.batch_lease`), renewed while its worker waits on a backoff.
 * A worker that runs out of work exits. The holder, once nothing is claimable, waits for the
   other workers' claimed batches: recorded, or orphaned when their lease runs out (a worker
   killed mid-batch); orphaned batches become `uncertain` and are claimed again with the same

@@ -110,6 +110,33 @@ def test_a_claim_writes_one_batch_row_whatever_the_batch_size(engine, session):
     assert ledger_writes == [] and len(batch_writes) == 1
 
 
+def test_the_claim_reads_the_batch_table_alone(engine, session):
+    """EXPLAIN of the claim's locking statement: it never reads the ledger, so its cost does not
+    grow with the deliveries already planned or sent (bench/run.py times it at a million)."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("EXPLAIN's plan format is PostgreSQL's")
+    add_subscribers(engine, 3000)
+    issue = make_issue(session)
+    plan_deliveries(session, issue.id, now=START, batch_size=100)
+    session.execute(update(Delivery).where(Delivery.id <= 2700).values(status="sent"))
+    session.execute(update(DeliveryBatch).where(DeliveryBatch.last_id <= 2700)
+                    .values(status="done"))
+    session.commit()
+    stmt = ledger.claim_statement("postgresql", issue.id, now=START)
+    compiled = stmt.compile(dialect=engine.dialect)
+    plan = session.connection().exec_driver_sql(
+        "EXPLAIN (FORMAT JSON) " + str(compiled), compiled.params).scalar_one()
+    session.rollback()
+
+    def relations(node):
+        yield node.get("Relation Name")
+        for child in node.get("Plans", []):
+            yield from relations(child)
+
+    assert set(relations(plan[0]["Plan"])) - {None} == {"delivery_batches"}
+    assert claim(session, issue, 100, key="next").first_id == 2701
+
+
 def test_claim_waits_for_a_delayed_retry(session, planned):
     claim(session, planned, 25, key="k")
     ids = [r.id for r in rows(session, planned.id)]
