@@ -323,8 +323,14 @@ def _root(key: str | None) -> str:
 
 def _members(issue_id: int, batch_no: int, first_id: int, last_id: int) -> tuple:
     """A batch's deliveries: a primary-key range, narrowed to the batch (rows split off into
-    another batch may share the range)."""
-    return (D.id >= first_id, D.id <= last_id, D.issue_id == issue_id, D.batch_no == batch_no)
+    another batch, or another issue's rows planned at the same time, may share the range).
+
+    `issue_id + 0` keeps the issue test a filter: given a plain `issue_id = ?`, SQLite walks the
+    (issue_id, subscriber_id) index through every delivery of the issue instead of the
+    thousand ids in the range (a million-recipient send took eight times as long).
+    """
+    return (D.id >= first_id, D.id <= last_id, (D.issue_id + 0) == issue_id,
+            D.batch_no == batch_no)
 
 
 def _open_ids(session: Session, issue_id: int, batch_no: int, first_id: int,

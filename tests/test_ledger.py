@@ -137,6 +137,40 @@ def test_the_claim_reads_the_batch_table_alone(engine, session):
     assert claim(session, issue, 100, key="next").first_id == 2701
 
 
+def test_on_sqlite_a_batch_is_read_and_written_through_its_id_range(engine, session):
+    """Every ledger statement of one batch's round trip reaches the deliveries by primary key
+    (EXPLAIN QUERY PLAN), never by walking the issue's rows: that walk made a million-recipient
+    send five times slower."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's planner; PostgreSQL's is checked by the benchmark's EXPLAIN")
+    add_subscribers(engine, 300)
+    issue = make_issue(session)
+    plan_deliveries(session, issue.id, now=START, batch_size=100)
+    session.commit()
+    seen: list[tuple[str, tuple]] = []
+
+    def listener(conn, cur, stmt, params, context, executemany):
+        if "deliveries" in stmt and stmt.lstrip().upper().startswith(("SELECT", "UPDATE")):
+            seen.append((stmt, params if not executemany else params[0]))
+
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        got = claim(session, issue, 100, key="k")
+        rows_ = ledger.batch_rows(session, got)
+        session.commit()
+        record(session, "k", [(r[0], Outcome.transient("busy")) for r in rows_[:2]]
+               + [(r[0], Outcome.sent("m")) for r in rows_[2:]])
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    assert len(seen) >= 4
+    with engine.connect() as conn:
+        for stmt, params in seen:
+            plan = " | ".join(row[3] for row in conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN " + stmt, params))
+            assert "SCAN deliveries" not in plan and "uq_deliveries" not in plan, (stmt, plan)
+            assert "deliveries USING INTEGER PRIMARY KEY" in plan, (stmt, plan)
+
+
 def test_claim_waits_for_a_delayed_retry(session, planned):
     claim(session, planned, 25, key="k")
     ids = [r.id for r in rows(session, planned.id)]
