@@ -59,6 +59,15 @@ def claim(session, issue, n=10, *, key=None, now=START):
     return got
 
 
+def in_parallel(target, n: int) -> None:
+    """Run target(0) .. target(n - 1) in threads, each with its own connections; wait for all."""
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+
+
 def updates_of(engine, table: str):
     """Collects the UPDATE statements run against `table` while the block runs."""
     seen: list[str] = []
@@ -224,11 +233,7 @@ def test_concurrent_claimers_never_share_a_batch(db_url, engine, session):
         finally:
             eng.dispose()
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    in_parallel(worker, 3)
     assert errors == []
     got = view(session, issue.id)
     assert {(state, n) for state, _k, _r, n in got} == {("claimed", 1)}  # none claimed twice
@@ -530,11 +535,7 @@ def test_racing_senders_exactly_one_wins(db_url, session, planned):
         finally:
             eng.dispose()
 
-    threads = [threading.Thread(target=contender, args=(n,)) for n in range(5)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    in_parallel(contender, 5)
     assert errors == []
     assert sum(r.acquired for r in results) == 1
     winner = next(r for r in results if r.acquired)
