@@ -379,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
             at["plan_claim"] = r
             if "plan" in only:
                 add("plan", label, f"{r['plan_s']} s ({n / max(r['plan_s'], 1e-9):,.0f} rows/s)",
-                    "PostgreSQL, one INSERT ... SELECT")
+                    "PostgreSQL, INSERT ... SELECT of deliveries, then of batches")
             if "claim" in only:
                 for key in ("claim_fresh", "claim_deep", "claim_read_fresh", "claim_read_deep"):
                     c = r[key]
