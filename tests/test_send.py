@@ -657,3 +657,29 @@ def test_batch_links_equal_one_at_a_time_links(settings):
         signer.sign_many("admin", [1])
     for token in signer.sign_many("unsubscribe", ids):
         assert signer.verify(token, "unsubscribe")
+
+
+def test_a_send_resumed_with_a_smaller_provider_limit_splits_the_planned_batches(
+        engine, session, settings, clock):
+    """Planned for batches of 10; the provider refuses the first call and the send pauses; it
+    resumes with a provider that takes 4 at a time. The planned batches are split when claimed,
+    and everyone gets the issue exactly once."""
+    add_subscribers(engine, 25)
+    issue = make_issue(session)
+    first = RecordingProvider(batch_limit=10,
+                              script=[PermanentProviderError("401 bad token", status=401)])
+    paused = run(engine, issue, first, settings, clock)
+    assert paused.status == "paused" and len(first.calls) == 1
+    sizes = session.execute(select(DeliveryBatch.size).order_by(DeliveryBatch.first_id)
+                            ).scalars().all()
+    session.commit()
+    assert sizes == [10, 10, 5]
+
+    smaller = RecordingProvider(batch_limit=4)
+    report = run(engine, issue, smaller, settings, clock)
+    assert report.complete and report.sent == 25
+    # Each planned batch is split on its own: 10 -> 4 + 4 + 2, 10 -> 4 + 4 + 2, 5 -> 4 + 1.
+    assert [len(c.emails) for c in smaller.calls] == [4, 4, 2, 4, 4, 2, 4, 1]
+    sent = [e for c in smaller.calls for e in c.emails]
+    assert sent == [f"reader{i}@example.com" for i in range(1, 26)]
+    assert len({c.batch_key for c in smaller.calls}) == 8
