@@ -59,13 +59,28 @@ def claim(session, issue, n=10, *, key=None, now=START):
     return got
 
 
-def in_parallel(target, n: int) -> None:
-    """Run target(0) .. target(n - 1) in threads, each with its own connections; wait for all."""
-    threads = [threading.Thread(target=target, args=(i,)) for i in range(n)]
+def in_parallel(db_url: str, target, n: int) -> None:
+    """Run target(i, engine) for i in 0 .. n - 1 in threads started together, each with an
+    engine of its own; wait for all, and fail with the first error any of them raised."""
+    barrier = threading.Barrier(n)
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        eng = make_engine(db_url)
+        try:
+            barrier.wait()
+            target(i, eng)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            eng.dispose()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
+    assert errors == []
 
 
 def updates_of(engine, table: str):
@@ -213,28 +228,18 @@ def test_concurrent_claimers_never_share_a_batch(db_url, engine, session):
     plan_deliveries(session, issue.id, now=START, batch_size=7)
     session.commit()
     claimed: dict[int, list[str]] = {}
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(3)
 
-    def worker(n: int) -> None:
-        eng = make_engine(db_url)
+    def worker(n: int, eng) -> None:
         keys = claimed.setdefault(n, [])
-        try:
-            barrier.wait()
-            while True:
-                with session_scope(eng) as s:
-                    got = ledger.claim_batch(s, issue.id, batch_key=f"w{n}-{len(keys)}", limit=7,
-                                             now=START, lease_until=START + LEASE)
-                if got is None:
-                    return
-                keys.append(got.batch_key)
-        except BaseException as exc:  # pragma: no cover
-            errors.append(exc)
-        finally:
-            eng.dispose()
+        while True:
+            with session_scope(eng) as s:
+                got = ledger.claim_batch(s, issue.id, batch_key=f"w{n}-{len(keys)}", limit=7,
+                                         now=START, lease_until=START + LEASE)
+            if got is None:
+                return
+            keys.append(got.batch_key)
 
-    in_parallel(worker, 3)
-    assert errors == []
+    in_parallel(db_url, worker, 3)
     got = view(session, issue.id)
     assert {(state, n) for state, _k, _r, n in got} == {("claimed", 1)}  # none claimed twice
     keys = [k for ks in claimed.values() for k in ks]
@@ -519,24 +524,14 @@ def test_a_skipped_issue_cannot_be_sent(session):
 
 
 def test_racing_senders_exactly_one_wins(db_url, session, planned):
-    barrier = threading.Barrier(5)
     results: list[ledger.Acquisition] = []
-    errors: list[BaseException] = []
 
-    def contender(n: int) -> None:
-        eng = make_engine(db_url)
-        try:
-            barrier.wait()
-            with session_scope(eng) as s:
-                results.append(ledger.acquire_issue(s, planned.id, sender=f"h:{n}:x", now=START,
-                                                    lease=LEASE))
-        except BaseException as exc:  # pragma: no cover
-            errors.append(exc)
-        finally:
-            eng.dispose()
+    def contender(n: int, eng) -> None:
+        with session_scope(eng) as s:
+            results.append(ledger.acquire_issue(s, planned.id, sender=f"h:{n}:x", now=START,
+                                                lease=LEASE))
 
-    in_parallel(contender, 5)
-    assert errors == []
+    in_parallel(db_url, contender, 5)
     assert sum(r.acquired for r in results) == 1
     winner = next(r for r in results if r.acquired)
     assert all(r.holder is not None for r in results if not r.acquired)
