@@ -216,6 +216,16 @@ def claimed_elsewhere(session: Session, issue_id: int) -> tuple[int, dt.datetime
     return int(n), first
 
 
+def due_batches(session: Session, issue_id: int, *, now: dt.datetime) -> int:
+    """Pending batches that are due. Read without a lock, so a batch another claimer has locked
+    but not yet committed still counts: a claim that found nothing while this is not 0 lost a
+    race for the last batches, and the send is not over."""
+    return int(session.execute(
+        select(func.count()).where(B.issue_id == issue_id, B.status == "pending",
+                                   or_(B.not_before.is_(None), B.not_before <= _aware(now)))
+    ).scalar_one())
+
+
 def renew_claims(session: Session, batch_keys: Sequence[str], *, lease_until: dt.datetime) -> int:
     """Extend the lease of our own claimed batches while we wait on the provider (a backoff), so
     no other worker declares them orphaned while we still own them."""
@@ -667,7 +677,7 @@ def batch_rows(session: Session, claim: Claim):
 __all__ = [
     "ACQUIRABLE", "Acquisition", "Claim", "Counts", "FINAL_STATES", "Membership", "OPEN_STATES",
     "Recorded", "acquire_issue", "batch_rows", "claim_batch", "claim_uncertain",
-    "claimed_elsewhere", "counts", "finish_issue", "join_issue", "mark_uncertain",
+    "claimed_elsewhere", "counts", "due_batches", "finish_issue", "join_issue", "mark_uncertain",
     "new_batch_key", "next_retry_at", "pause_issue", "pause_send", "record_outcomes",
     "release_batch", "renew_claims", "renew_issue_lease", "states_query",
 ]

@@ -615,17 +615,22 @@ class Sender:
         """Nothing left to claim, but other workers of this send still hold claimed batches:
         wait for them to be recorded, or for their lease to run out (the worker died), then
         they become `uncertain` and are claimed again here (same batch key where the provider
-        de-duplicates). False when no claim is left: the send can end."""
+        de-duplicates). False when no claim is left: the send can end.
+
+        A batch another worker is claiming at this very moment is still `pending` to us (its
+        claim is not committed) yet was skipped as locked: that is a reason to look again
+        shortly, not to end the send with deliveries open."""
         now = self.now()
         with session_scope(self.engine) as session:
             orphaned = ledger.mark_uncertain(session, self._issue_id, now=now, expired_only=True)
             claimed, first_expiry = ledger.claimed_elsewhere(session, self._issue_id)
+            racing = 0 if claimed else ledger.due_batches(session, self._issue_id, now=now)
         if orphaned:
             return True
-        if not claimed:
+        if not claimed and not racing:
             return False
         until_expiry = (first_expiry - now).total_seconds() if first_expiry else self.policy.poll
-        wait = max(0.01, min(self.policy.poll, until_expiry + 0.01))
+        wait = max(0.01, min(self.policy.poll, until_expiry + 0.01, 0.05 if racing else 1e9))
         self._heartbeat(extra=wait)
         self._sleep_quietly(wait)
         return True
@@ -730,10 +735,13 @@ class Sender:
             if stop is None and counts.open == 0:
                 ledger.finish_issue(session, self._issue_id, sender=self.sender_id, now=self.now())
             else:
-                if stop is None:
+                if stop is None and counts["uncertain"]:
                     stop = (f"{counts['uncertain']} deliveries are uncertain: their request went "
                             "out and no answer came back. Check the provider's activity log, "
                             "then run `digest send --retry-uncertain` to send them again")
+                elif stop is None:  # not expected; said plainly rather than as "0 uncertain"
+                    stop = (f"{counts.open} deliveries are still open; run `digest send` again "
+                            "to send them")
                 ledger.pause_issue(session, self._issue_id, sender=self.sender_id, reason=stop)
         return self._report()
 

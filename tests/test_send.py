@@ -683,3 +683,45 @@ def test_a_send_resumed_with_a_smaller_provider_limit_splits_the_planned_batches
     sent = [e for c in smaller.calls for e in c.emails]
     assert sent == [f"reader{i}@example.com" for i in range(1, 26)]
     assert len({c.batch_key for c in smaller.calls}) == 8
+
+
+def test_the_last_batch_being_claimed_elsewhere_does_not_end_the_send(db_url, engine, session,
+                                                                      settings, clock):
+    """PostgreSQL: another worker has locked the last batch and not yet committed its claim, so
+    this sender's claim skips it. The sender must look again, not end the send with deliveries
+    open (it used to pause with an 'uncertain' message and nothing uncertain)."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("row locks and SKIP LOCKED are PostgreSQL's; SQLite serialises claims")
+    from digest.db import make_engine
+
+    add_subscribers(engine, 20)
+    issue = make_issue(session)
+    other = make_engine(db_url)
+    held = other.connect()
+    sleeps_while_locked: list[float] = []
+
+    def first_call(index, recipients):
+        # The other worker starts claiming the last batch while our first call is out.
+        tx = held.begin()
+        row = held.execute(ledger.claim_statement("postgresql", issue.id, now=START)).one()
+        first_call.tx, first_call.batch = tx, row
+        return None
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        if getattr(first_call, "tx", None) is not None:
+            sleeps_while_locked.append(seconds)
+            if len(sleeps_while_locked) == 3:  # the other worker gives the batch up
+                first_call.tx.rollback()
+                first_call.tx = None
+
+    provider = RecordingProvider(batch_limit=10, script=[first_call])
+    try:
+        report = send_issue(engine, issue.id, provider, settings, clock=clock, sleep=sleep,
+                            rng=random.Random(7), policy=SendPolicy(in_flight=1))
+    finally:
+        held.close()
+        other.dispose()
+    assert report.complete and report.sent == 20, report.as_dict()
+    assert len(provider.calls) == 2
+    assert sleeps_while_locked == [0.05] * 3  # it looked again shortly, three times
