@@ -664,7 +664,7 @@ class Sender:
         while True:
             attempt += 1
             try:
-                return self.provider.send_batch(self.letter, batch, batch_key=claim.batch_key)
+                outcomes = self.provider.send_batch(self.letter, batch, batch_key=claim.batch_key)
             except PermanentProviderError as exc:
                 self._release(claim, uncertain=False, reason=f"provider refused: {exc}")
                 raise _Stop(f"the provider refused the send: {exc}") from exc
@@ -687,7 +687,8 @@ class Sender:
                 self._heartbeat(extra=wait)
                 self._sleep_quietly(wait)
             else:
-                self._uncertain_streak = 0
+                self._uncertain_streak = 0  # the streak is of batches in a row
+                return outcomes
 
     def _release(self, claim: ledger.Claim, *, uncertain: bool, reason: str) -> None:
         with self._in_flight_lock:

@@ -390,6 +390,19 @@ def test_without_an_answer_three_times_in_a_row_the_send_pauses(engine, session,
     assert (report.uncertain, report.pending) == (30, 20)
 
 
+def test_an_answered_batch_ends_a_streak_of_unanswered_ones(engine, session, settings, clock):
+    """Two unanswered, one answered, two unanswered: never three in a row, so the send runs to
+    its end (and leaves the four uncertain batches for --retry-uncertain)."""
+    add_subscribers(engine, 50)
+    issue = make_issue(session)
+    provider = RecordingProvider(batch_limit=10,
+                                 script=[timeout(), timeout(), None, timeout(), timeout()])
+    report = run(engine, issue, provider, settings, clock)
+    assert len(provider.calls) == 5
+    assert (report.sent, report.uncertain, report.pending) == (10, 40, 0)
+    assert "did not answer" not in report.reason and "--retry-uncertain" in report.reason
+
+
 def test_claims_left_by_a_dead_sender_become_uncertain(engine, session, settings, clock):
     """What a kill -9 between claim and record leaves behind, and what each provider does."""
     add_subscribers(engine, 12)
