@@ -332,14 +332,6 @@ def _isolated(func, *args) -> dict:
     return _load("send")._isolated(func, *args)
 
 
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:,.2f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10k,100k", help="any of 10k,100k,1m")

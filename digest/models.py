@@ -137,12 +137,6 @@ class IssueComparison(SQLModel, table=True):
     position: int = 0
 
 
-# What `ledger.counts` reports per recipient: the row's own state, or for an open row the state
-# of the batch it is in (a claim or an unanswered request is a batch's state, not a row's).
-DELIVERY_STATES = ("pending", "claimed", "uncertain", "sent", "failed", "skipped")
-BATCH_STATES = ("pending", "claimed", "uncertain", "done")
-
-
 class DeliveryBatch(SQLModel, table=True):
     """One provider request's worth of deliveries, fixed when the issue is planned.
 
@@ -163,7 +157,7 @@ class DeliveryBatch(SQLModel, table=True):
     issue_id: int = Field(sa_column=Column(Integer, ForeignKey("issues.id", ondelete="CASCADE"),
                                            nullable=False))
     batch_no: int
-    status: str = Field(default="pending", max_length=20)
+    status: str = Field(default="pending", max_length=20)  # pending | claimed | uncertain | done
     key: Optional[str] = Field(default=None, max_length=80)
     first_id: int
     last_id: int

@@ -288,10 +288,6 @@ class SendReport:
         return self.counts.failed_reasons
 
     @property
-    def paused_reason(self) -> str | None:
-        return self.reason if self.status == "paused" else None
-
-    @property
     def complete(self) -> bool:
         """Every recipient is in a final state: sent, failed for a recorded reason, or skipped."""
         return not self.busy and self.counts.open == 0 and self.status in ("sent", "skipped")

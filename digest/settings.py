@@ -7,7 +7,6 @@ is planned, not in the middle of a send.
 from __future__ import annotations
 
 import re
-import secrets
 from functools import lru_cache
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -160,6 +159,3 @@ def load_settings(**overrides: object) -> Settings:
 def get_settings() -> Settings:
     return load_settings()
 
-
-def new_secret() -> str:
-    return secrets.token_urlsafe(32)

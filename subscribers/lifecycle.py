@@ -141,7 +141,6 @@ COMPLAIN = Transition("complain", "complained",
 REACTIVATE = Transition("reactivate", "active",
                         frozenset({"pending", "unsubscribed", "bounced", "complained"}),
                         frozenset({"active"}), "confirmed_at")
-TRANSITIONS = {t.name: t for t in (CONFIRM, UNSUBSCRIBE, RESUBSCRIBE, BOUNCE, COMPLAIN, REACTIVATE)}
 
 
 def apply(session: Session, subscriber: Subscriber, transition: Transition, *,

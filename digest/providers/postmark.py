@@ -32,7 +32,6 @@ from digest.providers.http import (Call, HttpProvider, UnreadableAnswer, body_te
 
 ACCEPTED = 0
 INACTIVE = 406
-INVALID = 300
 TRANSIENT_CODES = frozenset({100, 429})
 ACCOUNT_CODES = frozenset({10, 400, 401, 405, 412, 413})
 _TAG_MAX = 1000
