@@ -86,6 +86,18 @@ class _Rows:
             self._text = ""
         return map("".join, zip(*self._columns))
 
+    def string_object(self, field: str, columns: Iterable[tuple[str, Sequence[str]]]) -> None:
+        """`,"field":{"key":"<this row's value>",...}` from (key, column of values) pairs; nothing
+        when there are none."""
+        opener = f',{json_string(field)}:{{'
+        for key, column in columns:
+            self.text(opener + json_string(key) + ':"')
+            self.column(json_inners(column))
+            self.text('"')
+            opener = ","
+        if opener == ",":
+            self.text("}")
+
 
 def address(raw: str) -> dict[str, str]:
     name, email = parseaddr(raw)
@@ -156,22 +168,8 @@ class SendGridProvider(HttpProvider):
         rows.text("}")
         subs = [(t, html_escapes([v[t] for v in values])) for t in html_tokens]
         subs += [(text_key(t), [v[t] for v in values]) for t in text_tokens]
-        opener = ',"substitutions":{'
-        for key, column in subs:
-            rows.text(opener + json_string(key) + ':"')
-            rows.column(json_inners(column))
-            rows.text('"')
-            opener = ","
-        if subs:
-            rows.text("}")
-        opener = ',"headers":{'
-        for name, column in own.items():
-            rows.text(opener + json_string(name) + ':"')
-            rows.column(json_inners(column))
-            rows.text('"')
-            opener = ","
-        if own:
-            rows.text("}")
+        rows.string_object("substitutions", subs)
+        rows.string_object("headers", own.items())
         rows.text("}")
         return ("[" + ",".join(rows.rows()) + "]").encode("utf-8")
 
