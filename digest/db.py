@@ -2,47 +2,17 @@
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import DateTime, event
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, create_engine
 
+# The shared timestamp type, clock and unit of work live with the lowest package; digest code
+# imports them from here.
+from subscribers.storage import UTCDateTime, unit_of_work, utcnow  # noqa: F401
+
 MIGRATIONS = Path(__file__).parent / "migrations"
-
-
-class UTCDateTime(TypeDecorator):
-    """Timezone-aware datetimes on every backend: stored as UTC, always returned aware.
-
-    SQLite keeps no zone, so without this a value read back would be naive and compare wrongly
-    against aware ones.
-    """
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: dt.datetime | None, dialect) -> dt.datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value!r}: give a time zone")
-        value = value.astimezone(dt.timezone.utc)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: dt.datetime | None, dialect) -> dt.datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=dt.timezone.utc)
-        return value.astimezone(dt.timezone.utc)
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
@@ -82,16 +52,9 @@ def make_engine(url: str, **kwargs) -> Engine:
     return create_engine(url, **kwargs)
 
 
-@contextmanager
-def session_scope(engine: Engine) -> Iterator[Session]:
-    """A unit of work: commit on success, roll back everything on any error."""
-    with Session(engine, expire_on_commit=False) as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
+def session_scope(engine: Engine):
+    """A unit of work on `engine`: commit on success, roll back everything on any error."""
+    return unit_of_work(lambda: Session(engine, expire_on_commit=False))
 
 
 def alembic_config(url: str):

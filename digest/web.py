@@ -18,7 +18,8 @@ from digest.settings import Settings
 from digest.webhooks.routes import make_router as make_webhook_router
 from subscribers.links import Links
 from subscribers.models import Subscriber
-from subscribers.routes import RateLimiter, create_router, utc_now
+from subscribers.routes import RateLimiter, create_router
+from subscribers.storage import utcnow
 from subscribers.tokens import Signer
 
 # Issues still being prepared are not shown: nobody has a link to them yet, and an unsent draft
@@ -46,7 +47,7 @@ def issue_loader(engine: Engine, links: Links) -> Callable[[str, int], str | Non
 
 
 def create_app(settings: Settings, engine: Engine, *, public: bool = False,
-               clock: Callable[[], dt.datetime] = utc_now,
+               clock: Callable[[], dt.datetime] = utcnow,
                rate_limiter: RateLimiter | None = None) -> FastAPI:
     """The FastAPI app. `public` (listening beyond localhost) makes a real secret mandatory:
     `settings.signing_key` raises ConfigurationError here, before anything is served. `clock`

@@ -20,8 +20,7 @@ import datetime as dt
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
-from subscribers import lifecycle
+from subscribers import lifecycle, storage
 from subscribers.links import Links
 from subscribers.models import Subscriber
 from subscribers.tokens import BadToken
@@ -56,10 +55,6 @@ _PAGE_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data
 # The web copy of an issue is the email's own HTML: its images may come from anywhere, but no
 # script may run and nothing may frame it.
 _ISSUE_CSP = "script-src 'none'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
-
-
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 class RateLimiter:
@@ -104,7 +99,7 @@ def _session_factory(sessions: Engine | Callable[[], Session]) -> Callable[[], S
 
 def create_router(*, sessions: Engine | Callable[[], Session], links: Links,
                   send_confirmation: SendConfirmation, load_issue_html: LoadIssueHtml,
-                  templates_dir: str | Path, clock: Clock = utc_now,
+                  templates_dir: str | Path, clock: Clock = storage.utcnow,
                   site_name: str = "Weekly digest", postal_address: str = "",
                   rate_limiter: RateLimiter | None = None) -> APIRouter:
     """The audience's routes, wired to the collaborators given.
@@ -120,15 +115,8 @@ def create_router(*, sessions: Engine | Callable[[], Session], links: Links,
                        subscribe_url=f"{links.base_url}/subscribe")
     router = APIRouter()
 
-    @contextmanager
-    def unit_of_work() -> Iterator[Session]:
-        with new_session() as session:
-            try:
-                yield session
-                session.commit()
-            except BaseException:
-                session.rollback()
-                raise
+    def unit_of_work():
+        return storage.unit_of_work(new_session)
 
     def page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
         body = env.get_template(template).render(**context)
