@@ -24,13 +24,13 @@ sys.path.insert(0, str(ROOT / "tests"))  # the test factories build realistic co
 
 from sqlmodel import Session  # noqa: E402
 
-from digest.compose import IssueTemplate, compose_issue  # noqa: E402
-from digest.db import make_engine, upgrade  # noqa: E402
-from digest.personalize import NAME, UNSUBSCRIBE_URL, VIEW_URL  # noqa: E402
-from digest.render import render_issue  # noqa: E402
-from digest.select import load_edition  # noqa: E402
+from digest.edition.compose import IssueTemplate, compose_issue  # noqa: E402
+from digest.database import make_engine, upgrade  # noqa: E402
+from digest.edition.personalize import NAME, UNSUBSCRIBE_URL, VIEW_URL  # noqa: E402
+from digest.edition.render import render_issue  # noqa: E402
+from digest.edition.select import load_edition  # noqa: E402
 from digest.settings import load_settings  # noqa: E402
-from digest.weeks import Edition  # noqa: E402
+from digest.edition.weeks import Edition  # noqa: E402
 from factories import sample_comparisons, store  # noqa: E402
 
 UTC = dt.timezone.utc

@@ -81,10 +81,10 @@ def render_figures() -> dict:
     render = _load("render")
     from sqlmodel import Session
 
-    from digest.compose import IssueTemplate, compose_issue
-    from digest.db import make_engine, upgrade
-    from digest.select import load_edition
-    from digest.weeks import Edition
+    from digest.edition.compose import IssueTemplate, compose_issue
+    from digest.database import make_engine, upgrade
+    from digest.edition.select import load_edition
+    from digest.edition.weeks import Edition
 
     settings = render.load_settings(base_url="https://digest.example.com", timezone="UTC")
     edition = Edition(2026, 47)
@@ -123,7 +123,7 @@ class PgDatabase:
     def __init__(self, base_url: str) -> None:
         from sqlalchemy import text
 
-        from digest.db import make_engine, upgrade
+        from digest.database import make_engine, upgrade
 
         self.admin = make_engine(base_url, isolation_level="AUTOCOMMIT", pool_size=1)
         self.name = f"digest_bench_{uuid.uuid4().hex[:8]}"
@@ -156,11 +156,11 @@ def _seed_pg(engine, n: int) -> None:
 
 
 def _compose_pg(engine, settings) -> int:
-    from digest.compose import compose_issue
-    from digest.db import session_scope
-    from digest.importer import import_paths
+    from digest.edition.compose import compose_issue
+    from digest.database import session_scope
+    from digest.content.importer import import_paths
 
-    import_paths(engine, [ROOT.parent / "digest" / "demo_content" / "comparisons.json"])
+    import_paths(engine, [ROOT.parent / "digest" / "content" / "demo_content" / "comparisons.json"])
     with session_scope(engine) as session:
         issue = compose_issue(session, settings, EDITION, now=COMPOSED_AT)
         session.flush()
@@ -173,8 +173,8 @@ def _claim_times(engine, issue_id: int, limit: int, runs: int = 50,
     included; with `read_rows`, also reading the claimed recipients as the sender does in the
     same transaction. Each claimed batch is released again, untimed, so every size gets the
     same number of claims of the same batch size."""
-    from digest import ledger
-    from digest.db import session_scope
+    from digest.delivery import ledger
+    from digest.database import session_scope
 
     now = dt.datetime.now(UTC)
     with engine.connect() as conn:  # the pool's connection is made before the clock starts
@@ -204,7 +204,7 @@ def _explain_claim(engine, issue_id: int) -> list[str]:
     (ANALYZE, BUFFERS), rolled back."""
     from sqlmodel import Session
 
-    from digest.ledger import claim_statement
+    from digest.delivery.ledger import claim_statement
 
     stmt = claim_statement("postgresql", issue_id, now=dt.datetime.now(UTC))
     with Session(engine) as session:
@@ -219,8 +219,8 @@ def _explain_claim(engine, issue_id: int) -> list[str]:
 def plan_and_claim(base_url: str, n: int, want_claim: bool) -> dict:
     from sqlalchemy import text
 
-    from digest.db import session_scope
-    from digest.plan import plan_deliveries
+    from digest.database import session_scope
+    from digest.delivery.plan import plan_deliveries
     from digest.settings import load_settings
 
     db = PgDatabase(base_url)
@@ -265,10 +265,10 @@ def plan_and_claim(base_url: str, n: int, want_claim: bool) -> dict:
 
 def send_pg(base_url: str, n: int, workers: int) -> dict:
     send_bench = _load("send")
-    from digest.providers import build_provider
-    from digest.send import send_issue
+    from digest.delivery.providers import build_provider
+    from digest.delivery.send import send_issue
     from digest.settings import load_settings
-    from digest.workers import Helpers
+    from digest.delivery.workers import Helpers
 
     sink = send_bench.SinkProcess()
     db = PgDatabase(base_url)

@@ -124,7 +124,7 @@ class Measure:
 # --- the data ----------------------------------------------------------------------------------------
 
 def _database(path: Path, subscribers: int):
-    from digest.db import make_engine, upgrade
+    from digest.database import make_engine, upgrade
     from sqlalchemy import text
 
     engine = make_engine(f"sqlite:///{path}")
@@ -142,11 +142,11 @@ def _database(path: Path, subscribers: int):
 
 def _issue(engine, settings) -> tuple[int, str]:
     """The demo week's issue as the real pipeline composes it (import -> select -> render)."""
-    from digest.compose import compose_issue
-    from digest.db import session_scope
-    from digest.importer import import_paths
+    from digest.edition.compose import compose_issue
+    from digest.database import session_scope
+    from digest.content.importer import import_paths
 
-    import_paths(engine, [ROOT / "digest" / "demo_content" / "comparisons.json"])
+    import_paths(engine, [ROOT / "digest" / "content" / "demo_content" / "comparisons.json"])
     with session_scope(engine) as session:
         issue = compose_issue(session, settings, EDITION, now=COMPOSED_AT)
         session.flush()
@@ -165,8 +165,8 @@ def _settings(db: Path, provider: str, sink: SinkProcess):
 
 
 def _send(engine, issue_id: int, settings) -> object:
-    from digest.providers import build_provider
-    from digest.send import send_issue
+    from digest.delivery.providers import build_provider
+    from digest.delivery.send import send_issue
 
     with build_provider(settings) as provider:
         report = send_issue(engine, issue_id, provider, settings)

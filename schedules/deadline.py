@@ -16,7 +16,7 @@ import enum
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from digest.weeks import Edition, Window, last_complete_edition
+from digest.edition.weeks import Edition, Window, last_complete_edition
 from schedules.cron import DigestCronTrigger, first_fire_at_or_after, next_fire_times
 
 UTC = dt.timezone.utc

@@ -41,9 +41,9 @@ from apscheduler.schedulers.base import BaseScheduler
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from digest.compose import load_issue
-from digest.db import make_engine, require_schema, utcnow
-from digest.send import local_holder_gone
+from digest.edition.compose import load_issue
+from digest.database import make_engine, require_schema, utcnow
+from digest.delivery.send import local_holder_gone
 from schedules.cron import DigestCronTrigger, previous_fire_time, schedule_trigger
 from schedules.deadline import DeadlineRule, Decision, decide, plan_firing
 

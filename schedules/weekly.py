@@ -34,12 +34,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from digest.compose import compose_issue, load_issue
-from digest.db import make_engine, require_schema, session_scope, utcnow
+from digest.edition.compose import compose_issue, load_issue
+from digest.database import make_engine, require_schema, session_scope, utcnow
 from digest.errors import ConfigurationError, DigestError
-from digest.models import Issue
-from digest.providers.base import Provider
-from digest.send import SendReport, policy_from, send_issue
+from digest.database.models import Issue
+from digest.delivery.providers.base import Provider
+from digest.delivery.send import SendReport, policy_from, send_issue
 from digest.settings import load_settings
 from schedules.cron import previous_fire_time, schedule_trigger
 from schedules.deadline import DeadlineRule, Decision, Firing, decide, missed_reason, plan_firing
@@ -101,7 +101,7 @@ ProviderFactory = Callable[[object], Provider]
 
 
 def _default_provider(settings) -> Provider:
-    from digest.providers import build_provider
+    from digest.delivery.providers import build_provider
 
     return build_provider(settings)
 

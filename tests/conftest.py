@@ -13,7 +13,7 @@ from sqlmodel import Session, SQLModel
 
 from typer.testing import CliRunner
 
-from digest.db import make_engine, upgrade
+from digest.database import make_engine, upgrade
 from digest.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,7 +109,7 @@ def artifacts_dir() -> Path:
 @pytest.fixture
 def env(settings, monkeypatch) -> dict[str, str]:
     """The `settings` fixture as DIGEST_* variables, for commands run through the CLI."""
-    from digest.commands import common
+    from digest.cli import common
 
     values = {
         "DIGEST_DATABASE_URL": settings.database_url,

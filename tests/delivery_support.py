@@ -12,9 +12,9 @@ from sqlalchemy import insert
 from sqlmodel import Session
 
 from digest.errors import TransientProviderError, UncertainProviderError
-from digest.models import Issue
-from digest.personalize import NAME, UNSUBSCRIBE_URL, VIEW_URL
-from digest.providers.base import Letter, Outcome, Provider, Recipient
+from digest.database.models import Issue
+from digest.edition.personalize import NAME, UNSUBSCRIBE_URL, VIEW_URL
+from digest.delivery.providers.base import Letter, Outcome, Provider, Recipient
 from subscribers.models import Subscriber
 
 START = dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.timezone.utc)

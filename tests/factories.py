@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from sqlmodel import Session
 
-from digest.models import Comparison, Review, Tool
+from digest.database.models import Comparison, Review, Tool
 
 UTC = dt.timezone.utc
 REVIEWERS = ("Builder", "Skeptic", "Operator", "Designer")

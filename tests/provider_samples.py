@@ -3,8 +3,8 @@ pipeline renders a full issue with the same placeholder tokens)."""
 
 from __future__ import annotations
 
-from digest.personalize import NAME, UNSUBSCRIBE_URL, VIEW_URL
-from digest.providers.base import Letter, Recipient
+from digest.edition.personalize import NAME, UNSUBSCRIBE_URL, VIEW_URL
+from digest.delivery.providers.base import Letter, Recipient
 
 ISSUE = "2026-W47"
 

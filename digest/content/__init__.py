@@ -1,0 +1,1 @@
+"""Content in: comparison models, the page-text parser, the importer and the comparison store."""

@@ -1,0 +1,90 @@
+"""The operator's preview: an edition as a sample subscriber gets it, and a local page to check
+it at desktop and phone widths before it goes out.
+
+A stored issue is shown as stored (it is frozen); a week not composed yet is drafted on the fly
+and never saved, so looking at a week in progress cannot freeze it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse
+from jinja2 import Environment
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from digest.edition.compose import draft_issue, load_issue, personalize
+from digest.database import utcnow
+from digest.errors import ConfigurationError, DigestError
+from digest.database.models import Issue
+from digest.edition.personalize import NAME, UNSUBSCRIBE_URL, VIEW_URL
+from digest.edition.render import BUDGET_BYTES, measured_size
+from digest.edition.select import editions_with_content
+from digest.settings import Settings
+from digest.edition.weeks import Edition
+from subscribers.tokens import Signer
+
+SAMPLE_NAME = "Sam Sample"
+SAMPLE_SUBSCRIBER_ID = 0  # no real subscriber has id 0, so the sample links act on nobody
+
+
+class NothingToPreview(DigestError):
+    """The requested week has no comparisons and no composed issue."""
+
+
+def sample_values(settings: Settings, key: str) -> dict[str, str]:
+    """Per-subscriber values for a made-up reader, with links shaped like real ones."""
+    try:
+        token = Signer(settings.signing_key()).sign("unsubscribe", SAMPLE_SUBSCRIBER_ID)
+    except ConfigurationError:
+        token = "0.sample.preview-token-not-valid-for-real-use"
+    return {UNSUBSCRIBE_URL: f"{settings.base_url}/u/{token}",
+            VIEW_URL: f"{settings.base_url}/issues/{key}", NAME: SAMPLE_NAME}
+
+
+@dataclass(frozen=True)
+class Preview:
+    issue: Issue
+    stored: bool  # True: the composed, frozen row; False: a draft made for this preview
+    html: str  # filled in for the sample subscriber
+    text: str
+
+    @property
+    def html_bytes(self) -> int:
+        return len(self.html.encode("utf-8"))
+
+    @property
+    def measured_bytes(self) -> int:
+        """The unfilled HTML with every placeholder at its longest allowed value: what the
+        renderer keeps under the budget."""
+        return measured_size(self.issue.html)
+
+
+def default_week(session: Session, settings: Settings, now: dt.datetime) -> Edition:
+    """This week if it has content, else the newest week that has some."""
+    current = Edition.at(now, settings.tz)
+    weeks = editions_with_content(session, settings.tz)
+    if not weeks or current in weeks:
+        return current
+    earlier = [w for w in weeks if w <= current]
+    return earlier[-1] if earlier else weeks[0]
+
+
+def build_preview(session: Session, settings: Settings, key: str, *, now: dt.datetime) -> Preview:
+    edition = Edition.parse(key)
+    issue = load_issue(session, edition.key)
+    stored = issue is not None
+    if issue is None:
+        issue, _ = draft_issue(session, settings, edition.key, now=now)
+    if not issue.html:
+        weeks = ", ".join(w.key for w in editions_with_content(session, settings.tz)[-8:])
+        why = issue.status_reason or f"issue {edition.key} is {issue.status}"
+        raise NothingToPreview(f"nothing to preview for {edition.key}: {why}"
+                               + (f" (weeks with content: {weeks})" if weeks else
+                                  " (no comparisons imported yet: try `digest import`)"))
+    html, text = personalize(issue, sample_values(settings, edition.key))
+    return Preview(issue, stored, html, text)

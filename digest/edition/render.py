@@ -1,0 +1,417 @@
+"""Renders an edition once: Jinja2 -> MJML -> responsive HTML -> inlined CSS, plus plain text.
+
+The output carries the per-subscriber placeholder tokens of `digest.edition.personalize`, never a
+subscriber's data, so one render serves the whole list. The HTML part is kept under Gmail's
+clipping limit: when the comparisons do not all fit, the first ones are shown in full and the
+rest are listed with links, and the email says so. The cut is found by measuring real renders.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import premailer
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
+from mjml import mjml2html
+
+from digest.errors import DigestError
+from digest.edition.personalize import NAME, TOKENS, UNSUBSCRIBE_URL, VIEW_URL
+from digest.settings import Settings
+from digest.database.models import Comparison, Tool
+from digest.edition.summaries import (count_issue, fmt_score, headline, pick_quote, tool_stats,
+                              trim_words, verdict_line)
+from digest.edition.weeks import Edition, Window
+
+# Gmail clips an HTML part larger than this and hides everything after the cut, footer included.
+BUDGET_BYTES = 102_400
+# Room kept for what each token becomes per subscriber (a signed URL, an escaped name).
+TOKEN_ALLOWANCE = {UNSUBSCRIBE_URL: 400, VIEW_URL: 400, NAME: 200}
+
+# More cards than fit in the budget (about 6.5 KB each): where the search for the cut starts.
+FIRST_PROBE = 16
+TAGLINE_LIMIT = 140
+PRICING_LIMIT = 120
+SUBJECT_LIMIT = 78
+# Zero-width padding after the preheader, so mail apps do not pull body text into the preview.
+_PREHEADER_PAD = Markup("&#847;&zwnj;&nbsp;" * 24)
+
+logging.getLogger("CSSUTILS").setLevel(logging.CRITICAL)  # cssutils warns about valid email CSS
+
+
+class RenderError(DigestError):
+    """The issue cannot be rendered within the size budget."""
+
+
+def templates_root() -> Path:
+    """`templates/` inside the package when installed from a wheel, else at the repository root."""
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "templates"
+    return installed if (installed / "email").is_dir() else package.parent / "templates"
+
+
+def template_dir() -> Path:
+    """The email templates (MJML, text, CSS)."""
+    return templates_root() / "email"
+
+
+# --- view models: everything the templates show, computed here and nowhere else ---------------
+
+@dataclass(frozen=True)
+class ReviewView:
+    reviewer: str
+    score: str  # "82", or "—" when the page gave no score
+    verdict: str  # "ship", "skip" or ""
+
+    @property
+    def label(self) -> str:
+        """`Builder 82 ship`, as the plain-text part lists it."""
+        return f"{self.reviewer} {self.score} {self.verdict}".rstrip()
+
+
+@dataclass(frozen=True)
+class ToolView:
+    name: str
+    category: str
+    tagline: str
+    entry: str
+    pricing: str
+    verdict: str  # "ship", "skip" or "none"
+    verdict_label: str
+    split: str  # "4 ship · 0 skip", or ""
+    average: str | None
+    bar: int  # width of the bar, percent
+    reviews: tuple[ReviewView, ...]
+    has_scores: bool
+
+
+@dataclass(frozen=True)
+class CardView:
+    number: int
+    title: str
+    url: str | None
+    verdict_line: str
+    quote_text: str | None
+    quote_by: str | None
+    tools: tuple[ToolView, ToolView]
+
+
+@dataclass(frozen=True)
+class LinkView:
+    title: str
+    url: str | None
+    verdict: str
+
+
+def safe_url(url: str | None) -> str | None:
+    """Only absolute http(s) links go into the email; anything else (javascript:, relative,
+    empty) renders as plain text."""
+    if not url:
+        return None
+    parts = urlsplit(url.strip())
+    return url.strip() if parts.scheme in ("http", "https") and parts.netloc else None
+
+
+def tool_view(tool: Tool) -> ToolView:
+    stats = tool_stats(tool)
+    average = stats.average
+    verdict = stats.verdict if stats.verdict in ("ship", "skip") else "none"
+    return ToolView(
+        name=tool.name,
+        category=tool.category,
+        tagline=trim_words(tool.tagline, TAGLINE_LIMIT),
+        entry=tool.entry,
+        pricing=trim_words(tool.pricing, PRICING_LIMIT),
+        verdict=verdict,
+        verdict_label={"ship": "Ship", "skip": "Skip"}.get(verdict, "No verdict yet"),
+        split=f"{stats.ship} ship · {stats.skip} skip" if stats.ship or stats.skip else "",
+        average=fmt_score(average) if average is not None else None,
+        bar=int(average.quantize(Decimal(1), ROUND_HALF_UP)) if average is not None else 0,
+        reviews=tuple(ReviewView(r.reviewer, "—" if r.score is None else str(r.score),
+                                 r.verdict or "") for r in tool.reviews),
+        has_scores=average is not None,
+    )
+
+
+def card_view(comparison: Comparison, number: int) -> CardView:
+    a, b = comparison.tool_a, comparison.tool_b
+    assert a is not None and b is not None
+    quote = pick_quote(comparison)
+    return CardView(
+        number=number,
+        title=f"{a.name} vs {b.name}",
+        url=safe_url(comparison.url),
+        verdict_line=verdict_line(comparison),
+        quote_text=quote.text if quote else None,
+        quote_by=f"{quote.reviewer} on {quote.tool}" if quote else None,
+        tools=(tool_view(a), tool_view(b)),
+    )
+
+
+def link_view(card: CardView) -> LinkView:
+    """A comparison that did not fit, as one line: its title, link and who ships."""
+    return LinkView(card.title, card.url, card.verdict_line.split(". ")[0].rstrip(".") + ".")
+
+
+def subject_for(comparisons: Sequence[Comparison], edition: Edition) -> str:
+    """Lead with the first matchup; fall back to a count when the names are too long."""
+    n = len(comparisons)
+    first = comparisons[0]
+    assert first.tool_a is not None and first.tool_b is not None
+    matchup = f"{first.tool_a.name} vs {first.tool_b.name}"
+    subject = matchup if n == 1 else f"{matchup} + {n - 1} more verdict{'s' if n > 2 else ''}"
+    if len(subject) <= SUBJECT_LIMIT:
+        return subject
+    return f"{n} new AI tool verdict{'s' if n != 1 else ''} · week {edition.week}"
+
+
+# --- the pipeline -----------------------------------------------------------------------------
+
+def _autoescape(name: str | None) -> bool:
+    return bool(name) and not name.endswith(".txt.j2")
+
+
+def wrap_text(text: str, width: int = 72, indent: str = "", first: str | None = None) -> str:
+    """Plain-text paragraphs wrapped for reading. URLs and long words are never broken.
+
+    Greedy, like `textwrap.fill(break_long_words=False)`, at a tenth of its cost."""
+    lines: list[str] = []
+    line, empty = (indent if first is None else first), True
+    for word in str(text).split():
+        if not empty and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line, empty = indent + word, False
+        else:
+            line, empty = (line + word) if empty else f"{line} {word}", False
+    lines.append(line)
+    return "\n".join(lines)
+
+
+def wrap_items(items: Sequence[str], width: int = 72, indent: str = "", sep: str = " · ") -> str:
+    """Items packed onto lines like words, so no item is split across two lines."""
+    lines: list[str] = []
+    line = ""
+    for item in items:
+        if line and len(indent) + len(line) + len(sep) + len(item) > width:
+            lines.append(indent + line + sep.rstrip())
+            line = item
+        else:
+            line = f"{line}{sep}{item}" if line else item
+    lines.append(indent + line)
+    return "\n".join(lines)
+
+
+@functools.lru_cache(maxsize=1)
+def environment() -> Environment:
+    env = Environment(loader=FileSystemLoader(str(template_dir())), autoescape=_autoescape,
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                      keep_trailing_newline=True)
+    env.filters["wrap"] = wrap_text
+    env.filters["wrap_items"] = wrap_items
+    return env
+
+
+def _minify_css(css: str) -> str:
+    css = re.sub(r"/\*.*?\*/", "", css, flags=re.S)
+    return re.sub(r"\s*([{};:,])\s*", r"\1", re.sub(r"\s+", " ", css)).strip()
+
+
+@functools.lru_cache(maxsize=1)
+def _stylesheets() -> tuple[str, str]:
+    """(inline.css, head.css): the first is inlined into elements, the second stays in <head>
+    because media queries (phones, dark mode) cannot be inlined."""
+    folder = template_dir()
+    return ((folder / "inline.css").read_text("utf-8"),
+            _minify_css((folder / "head.css").read_text("utf-8")))
+
+
+class _Inliner(premailer.Premailer):
+    """Premailer that turns a stylesheet into rules once per process, not once per render.
+
+    Premailer caches the CSS parse but re-serialises every declaration through cssutils on each
+    call, which costs more than the inlining itself. Our stylesheet is fixed, so the rules are
+    too (the options that shape them never change either)."""
+
+    _rules: dict[tuple[str, int], tuple[list, list]] = {}
+
+    def _parse_style_rules(self, css_body, ruleset_index):
+        key = (css_body, ruleset_index)
+        if key not in self._rules:
+            self._rules[key] = super()._parse_style_rules(css_body, ruleset_index)
+        rules, leftover = self._rules[key]
+        return list(rules), list(leftover)
+
+    def _style_to_basic_html_attributes(self, element, style_content, force=False):
+        """Off: it re-parses every inlined style to copy widths and colours into attributes,
+        and the templates already write the few attributes old clients need."""
+
+
+# MJML's own reset and layout blocks (and the head styles) stay as they are: inlining them would
+# copy the same few declarations onto every table cell and cost kilobytes of the budget.
+_MJML_STYLE = re.compile(r'<style type="text/css">')
+_INDENT = re.compile(r"\n[ \t]+")
+# Outlook for Windows ignores inline-block widths; these markers give it a two-cell table.
+_MSO_CELL = '<td width="50%" valign="top">'
+_MSO_MARKERS = {
+    "<!--mso:pair-open-->": "<!--[if mso]><table role=\"presentation\" width=\"100%\" "
+                            f"cellpadding=\"0\" cellspacing=\"0\"><tr>{_MSO_CELL}<![endif]-->",
+    "<!--mso:pair-next-->": f"<!--[if mso]></td>{_MSO_CELL}<![endif]-->",
+    "<!--mso:pair-close-->": "<!--[if mso]></td></tr></table><![endif]-->",
+}
+_MSO_RE = re.compile("|".join(re.escape(m) for m in _MSO_MARKERS))
+
+
+def mjml_to_email(mjml_source: str, *, inline_css: str) -> str:
+    """MJML -> responsive HTML -> `inline_css` inlined into the elements (premailer: no network,
+    `!important` kept). Also what any other email of the project can be rendered with."""
+    # Template indentation is only bytes in the email: a newline keeps the word break it made.
+    html = mjml2html(_INDENT.sub("\n", mjml_source), fonts={})
+    html = _MSO_RE.sub(lambda m: _MSO_MARKERS[m.group(0)], html)
+    html = _MJML_STYLE.sub('<style data-premailer="ignore" type="text/css">', html)
+    out = _Inliner(
+        css_text=[inline_css], strip_important=False, allow_network=False,
+        allow_loading_external_files=False, disable_link_rewrites=True, base_url=None,
+        remove_classes=False, disable_validation=True, cssutils_logging_level=logging.CRITICAL,
+    ).transform(html, pretty_print=False)
+    # lxml drops MJML's lower-case doctype; without one, mail clients render in quirks mode.
+    return out if out.lstrip()[:9].lower() == "<!doctype" else "<!doctype html>\n" + out
+
+
+def measured_size(document: str) -> int:
+    """Bytes of the HTML once every token is replaced by the longest value allowed for it."""
+    size = len(document.encode("utf-8"))
+    for token in TOKENS:
+        size += document.count(token) * (TOKEN_ALLOWANCE[token] - len(token))
+    return size
+
+
+@dataclass(frozen=True)
+class RenderedIssue:
+    subject: str
+    preheader: str
+    html: str
+    text: str
+    shown: int  # comparisons shown in full
+    total: int
+
+    @property
+    def listed(self) -> int:
+        return self.total - self.shown
+
+    @property
+    def html_bytes(self) -> int:
+        return len(self.html.encode("utf-8"))
+
+    @property
+    def measured_bytes(self) -> int:
+        return measured_size(self.html)
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """What stays the same whichever cut is tried."""
+
+    context: dict
+    cards: tuple[CardView, ...]
+    links: tuple[LinkView, ...]
+
+
+def _context(frame: _Frame, shown: int) -> dict:
+    return dict(frame.context, cards=frame.cards[:shown], overflow=frame.links[shown:])
+
+
+def _render_html(frame: _Frame, shown: int) -> str:
+    inline_css, head_css = _stylesheets()
+    mjml = environment().get_template("digest.mjml.j2").render(_context(frame, shown),
+                                                              head_css=head_css)
+    return mjml_to_email(mjml, inline_css=inline_css)
+
+
+def _render_text(frame: _Frame, shown: int) -> str:
+    return environment().get_template("digest.txt.j2").render(_context(frame, shown))
+
+
+def largest_fitting(total: int, size_of: Callable[[int], int], budget: int,
+                    first: int = FIRST_PROBE) -> int:
+    """The largest count in [0, total] whose render fits, given that size grows with the count.
+
+    The first probe is all of them, or `first` when there are more (rendering 40 cards only to
+    learn they do not fit costs more than the rest of the search). Card sizes grow almost
+    linearly, so each later probe interpolates between the sizes known so far and usually lands
+    next to the cut: about four renders for 40 comparisons. When the same end of the bracket
+    moves twice in a row, interpolation is stalling and one bisection step follows, which bounds
+    the worst case at about twice a binary search."""
+    probe = min(total, first)
+    sizes = {probe: size_of(probe)}
+    if sizes[probe] <= budget:
+        if probe == total:
+            return total
+        lo, hi = probe, total
+        sizes[hi] = size_of(hi)
+        if sizes[hi] <= budget:
+            return total
+    else:
+        lo, hi = 0, probe
+        sizes[lo] = size_of(lo)
+        if sizes[lo] > budget:
+            raise RenderError(f"the issue is {sizes[lo]:,} bytes even with no comparison shown "
+                              f"in full (budget {budget:,}): too many comparisons for one email")
+    moved_lo: bool | None = None
+    bisect = False
+    while hi - lo > 1:
+        if bisect:
+            guess = (lo + hi) // 2
+        else:
+            slope = (sizes[hi] - sizes[lo]) / (hi - lo)
+            guess = lo + int((budget - sizes[lo]) / slope) if slope > 0 else (lo + hi) // 2
+            guess = min(max(guess, lo + 1), hi - 1)
+        sizes[guess] = size_of(guess)
+        fits = sizes[guess] <= budget
+        bisect = fits == moved_lo
+        moved_lo = fits
+        lo, hi = (guess, hi) if fits else (lo, guess)
+    return lo
+
+
+def render_issue(comparisons: Sequence[Comparison], *, edition: Edition, window: Window,
+                 settings: Settings, budget: int = BUDGET_BYTES) -> RenderedIssue:
+    """The edition's subject, preheader, HTML and text, with placeholder tokens, rendered once."""
+    if not comparisons:
+        raise RenderError(f"{edition.key} has no comparisons to render")
+    counts = count_issue(comparisons)
+    preheader = headline(comparisons)
+    subject = subject_for(comparisons, edition)
+    date_range = window.label()
+    context = {
+        "site_name": settings.site_name,
+        "site_host": urlsplit(settings.base_url).netloc,
+        "postal_address": settings.postal_address,
+        "week_title": f"Week {edition.week}, {edition.year}",
+        "date_range": date_range,
+        # MJML copies the title into an aria-label without escaping double quotes.
+        "title": f"{settings.site_name}: week {edition.week}, {date_range}".replace('"', "'"),
+        "headline": preheader,
+        "preheader_pad": _PREHEADER_PAD,
+        "counts": counts,
+        "total": len(comparisons),
+        "unsubscribe_url": UNSUBSCRIBE_URL,
+        "view_url": VIEW_URL,
+    }
+    cards = tuple(card_view(c, i) for i, c in enumerate(comparisons, 1))
+    frame = _Frame(context, cards, tuple(link_view(card) for card in cards))
+    cache: dict[int, str] = {}
+
+    def size_of(shown: int) -> int:
+        cache[shown] = _render_html(frame, shown)
+        return measured_size(cache[shown])
+
+    shown = largest_fitting(len(comparisons), size_of, budget)
+    return RenderedIssue(subject, preheader, cache[shown], _render_text(frame, shown), shown,
+                         len(comparisons))

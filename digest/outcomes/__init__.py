@@ -1,0 +1,1 @@
+"""Outcomes back from providers: webhook verification per provider, and recording their events."""

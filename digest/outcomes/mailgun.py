@@ -1,0 +1,67 @@
+"""Mailgun webhooks: the signature travels in the JSON body, `signature: {timestamp, token,
+signature}`, valid when `hex(HMAC-SHA256(signing key, timestamp + token))` matches.
+DIGEST_WEBHOOK_SECRET holds the HTTP webhook signing key.
+
+`failed` with `severity: permanent` is a hard bounce, except `reason: old` (gave up after
+retrying temporary failures: not proof the address is dead); failures because Mailgun already
+suppresses the address say which list it is on. The event id is `event-data.id`, the same on
+every redelivery of one event. The signature covers only timestamp and token, not the event, so
+each token is also remembered: a captured request replayed with altered event data is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+
+from digest.outcomes.base import (ProviderEvent, WebhookRejected, check_timestamp, derived_id,
+                                  from_epoch, load_json)
+
+PROVIDER = "mailgun"
+SUPPRESSED = {"suppress-bounce": ("bounced", True), "suppress-complaint": ("complained", False),
+              "suppress-unsubscribe": ("unsubscribed", False)}
+
+
+def verify(payload: object, secret: str, now: float) -> dict:
+    signature = payload.get("signature") if isinstance(payload, dict) else None
+    if not isinstance(signature, dict):
+        raise WebhookRejected("no signature object in the body")
+    timestamp, token = str(signature.get("timestamp", "")), str(signature.get("token", ""))
+    given = str(signature.get("signature", ""))
+    expected = hmac.new(secret.encode(), (timestamp + token).encode(), hashlib.sha256).hexdigest()
+    if not token or not hmac.compare_digest(expected, given.lower()):
+        raise WebhookRejected("signature does not match")
+    check_timestamp(timestamp, now)
+    return signature
+
+
+def parse(payload: dict, signature: dict) -> list[ProviderEvent]:
+    data = payload.get("event-data")
+    if not isinstance(data, dict):
+        raise WebhookRejected("no event-data object")
+    name = data.get("event")
+    kind, hard = "other", False
+    if name == "failed":
+        reason = str(data.get("reason", ""))
+        if reason in SUPPRESSED:
+            kind, hard = SUPPRESSED[reason]
+        else:
+            kind, hard = "bounced", data.get("severity") == "permanent" and reason != "old"
+    elif name == "complained":
+        kind = "complained"
+    elif name == "unsubscribed":
+        kind = "unsubscribed"
+    variables = data.get("user-variables") if isinstance(data.get("user-variables"), dict) else {}
+    event_id = data.get("id") or derived_id(name, data.get("recipient"), data.get("timestamp"),
+                                            signature.get("token"))
+    return [ProviderEvent(PROVIDER, str(event_id), kind, data.get("recipient"),
+                          variables.get("issue"), hard, from_epoch(data.get("timestamp")),
+                          replay_key=f"token:{signature['token']}")]
+
+
+def verify_and_parse(body: bytes, headers: Mapping[str, str], *, secret: str,
+                     now: float) -> list[ProviderEvent]:
+    payload = load_json(body)  # the signature is inside the body, so it must be read first
+    signature = verify(payload, secret, now)
+    return parse(payload, signature)

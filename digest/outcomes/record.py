@@ -1,0 +1,108 @@
+"""Recording verified provider events: de-duplicate, then apply each to its subscriber.
+
+Every actionable event is written to `webhook_events` (unique per provider and event id) in the
+same transaction as the subscriber's status change, so a replay, or two deliveries of the same
+event racing each other, can change a subscriber at most once. Soft bounces, deliveries, opens
+are not stored; where the signature does not cover the event (Mailgun) the request's token is
+stored for every request, so a captured one cannot be replayed with other data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+
+from digest.database import session_scope
+from digest.database.models import WebhookEvent
+from digest.outcomes.base import ProviderEvent
+from subscribers.lifecycle import InvalidEmail, apply_provider_event, email_hash
+
+log = logging.getLogger(__name__)
+
+_EVENT_ID_MAX = 300  # the column's width
+_CHUNK = 500  # ids per IN (...) look-up
+
+
+@dataclass(frozen=True)
+class Recorded:
+    received: int
+    applied: int  # events new to us that changed a subscriber
+    duplicates: int  # replays, ignored
+    ignored: int  # not actionable (soft bounces, opens, ...), not stored
+
+
+def _email_hash(email: str) -> str:
+    try:
+        return email_hash(email)
+    except InvalidEmail:
+        return hashlib.sha256(email.strip().lower().encode()).hexdigest()
+
+
+def _fit(event_id: str) -> str:
+    """Ids longer than the column are stored as their digest: still unique, still stable."""
+    if len(event_id) <= _EVENT_ID_MAX:
+        return event_id
+    return "sha256:" + hashlib.sha256(event_id.encode()).hexdigest()
+
+
+def _keys(event: ProviderEvent) -> list[str]:
+    """The ids under which an event is remembered: its own (when it acts on a subscriber) and
+    its request's replay key (always, where the provider needs one)."""
+    keys = [_fit(event.event_id)] if event.actionable else []
+    if event.replay_key:
+        keys.append(_fit(event.replay_key))
+    return keys
+
+
+def record_events(engine: Engine, events: Sequence[ProviderEvent], *,
+                  now: dt.datetime) -> Recorded:
+    """Store and apply the events not seen before, all in one transaction."""
+    candidates = [e for e in events if _keys(e)]
+    ignored = sum(1 for e in events if not e.actionable and not _keys(e))
+    if not candidates:
+        return Recorded(len(events), 0, 0, ignored)
+    provider = candidates[0].provider
+    for attempt in (1, 2):
+        try:
+            with session_scope(engine) as session:
+                wanted = sorted({k for e in candidates for k in _keys(e)})
+                seen: set[str] = set()
+                for i in range(0, len(wanted), _CHUNK):
+                    chunk = wanted[i:i + _CHUNK]
+                    seen.update(session.exec(select(WebhookEvent.event_id).where(
+                        WebhookEvent.provider == provider,
+                        WebhookEvent.event_id.in_(chunk))))  # type: ignore[attr-defined]
+                new: list[ProviderEvent] = []
+                for event in candidates:
+                    keys = _keys(event)
+                    if seen.intersection(keys):
+                        continue
+                    seen.update(keys)  # a repeat within this request is a duplicate too
+                    new.append(event)
+                    for key in keys:
+                        session.add(WebhookEvent(provider=provider, event_id=key,
+                                                 kind=event.kind if key == keys[0]
+                                                 and event.actionable else "request",
+                                                 email_hash=_email_hash(event.email or ""),
+                                                 received_at=now))
+                # A concurrent delivery of the same event fails here, before anything changes.
+                session.flush()
+                applied = sum(
+                    bool(apply_provider_event(session, event.email, event.kind,
+                                              at=event.occurred_at or now))
+                    for event in new if event.actionable)
+            duplicates = len(candidates) - len(new)
+            ignored_now = sum(1 for e in new if not e.actionable)
+            return Recorded(len(events), applied, duplicates, ignored + ignored_now)
+        except IntegrityError:
+            if attempt == 2:
+                raise
+            log.info("webhook events raced a concurrent delivery; re-reading")
+    raise AssertionError("unreachable")

@@ -1,0 +1,89 @@
+"""Resend webhooks, delivered by Svix: headers `svix-id`, `svix-timestamp` and
+`svix-signature` (space-separated `v1,<base64>` entries, several during a key rotation). The
+signature is HMAC-SHA256 over `id.timestamp.body` with the base64-decoded part of the
+`whsec_...` secret (DIGEST_WEBHOOK_SECRET). Timestamps more than 5 minutes away are refused.
+
+`email.bounced` with `bounce.type` `Permanent` is a hard bounce (Resend sends this event for
+permanent rejections; a `Transient` type is kept as soft to be safe); `email.complained` is a
+complaint. The svix-id is the same on every redelivery of one event.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from collections.abc import Mapping
+from email.utils import parseaddr
+
+from digest.errors import ConfigurationError
+from digest.outcomes.base import (ProviderEvent, WebhookRejected, check_timestamp, from_iso,
+                                  load_json)
+
+PROVIDER = "resend"
+PREFIX = "whsec_"
+
+
+def signing_key(secret: str) -> bytes:
+    if not secret.startswith(PREFIX):
+        raise ConfigurationError("DIGEST_WEBHOOK_SECRET for Resend must be the endpoint's "
+                                 "signing secret, starting with whsec_")
+    try:
+        return base64.b64decode(secret[len(PREFIX):], validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigurationError("DIGEST_WEBHOOK_SECRET for Resend: the part after whsec_ is "
+                                 "not base64") from None
+
+
+def verify(body: bytes, headers: Mapping[str, str], secret: str, now: float) -> str:
+    key = signing_key(secret)
+    msg_id, timestamp = headers.get("svix-id"), headers.get("svix-timestamp")
+    signatures = headers.get("svix-signature")
+    if not msg_id or not timestamp or not signatures:
+        raise WebhookRejected("missing svix-id, svix-timestamp or svix-signature")
+    check_timestamp(timestamp, now)
+    expected = base64.b64encode(hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body,
+                                         hashlib.sha256).digest())
+    for entry in signatures.split():
+        version, _, value = entry.partition(",")
+        if version == "v1" and hmac.compare_digest(expected, value.encode()):
+            return msg_id
+    raise WebhookRejected("signature does not match")
+
+
+def _issue(data: dict) -> str | None:
+    headers = data.get("headers")
+    if isinstance(headers, list):  # [{name, value}], as Resend echoes custom headers
+        for header in headers:
+            if isinstance(header, dict) and str(header.get("name", "")).lower() == "x-digest-issue":
+                return header.get("value")
+    if isinstance(headers, dict):
+        for name, value in headers.items():
+            if name.lower() == "x-digest-issue":
+                return value
+    return None
+
+
+def parse(body: bytes, event_id: str) -> list[ProviderEvent]:
+    payload = load_json(body)
+    if not isinstance(payload, dict) or not isinstance(payload.get("data"), dict):
+        raise WebhookRejected("expected {type, created_at, data}")
+    data, name = payload["data"], payload.get("type")
+    kind, hard = "other", False
+    if name == "email.bounced":
+        bounce = data.get("bounce") if isinstance(data.get("bounce"), dict) else {}
+        kind, hard = "bounced", str(bounce.get("type", "Permanent")).lower() == "permanent"
+    elif name == "email.complained":
+        kind = "complained"
+    to = data.get("to")
+    first = to[0] if isinstance(to, list) and to else to if isinstance(to, str) else None
+    email = parseaddr(first)[1] or None if first else None
+    return [ProviderEvent(PROVIDER, event_id, kind, email, _issue(data), hard,
+                          from_iso(payload.get("created_at")))]
+
+
+def verify_and_parse(body: bytes, headers: Mapping[str, str], *, secret: str,
+                     now: float) -> list[ProviderEvent]:
+    event_id = verify(body, headers, secret, now)
+    return parse(body, event_id)

@@ -1,0 +1,1 @@
+"""The web app and its routes: audience pages, webhooks, the operator preview."""

@@ -1,0 +1,77 @@
+"""The web app (`digest serve`): composes the audience's routes with this project's settings,
+signer, provider and stored issues. The one place where the web side is wired."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+from fastapi import FastAPI
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from digest.delivery.confirmation import confirmation_sender
+from digest.edition.render import templates_root
+from digest.database.models import Issue
+from digest.edition.personalize import NAME, UNSUBSCRIBE_URL, VIEW_URL, SplitTemplate
+from digest.settings import Settings
+from digest.web.webhooks import make_router as make_webhook_router
+from subscribers.links import Links
+from subscribers.models import Subscriber
+from subscribers.routes import RateLimiter, create_router
+from subscribers.storage import utcnow
+from subscribers.tokens import Signer
+
+# Issues still being prepared are not shown: nobody has a link to them yet, and an unsent draft
+# is not public.
+HIDDEN_ISSUE_STATES = frozenset({"ready", "skipped"})
+
+
+def issue_loader(engine: Engine, links: Links) -> Callable[[str, int], str | None]:
+    """`load_issue_html(key, subscriber_id)`: the stored issue HTML with this reader's links."""
+
+    def load(key: str, subscriber_id: int) -> str | None:
+        with Session(engine) as session:
+            issue = session.exec(select(Issue).where(Issue.key == key)).first()
+            if issue is None or not issue.html or issue.status in HIDDEN_ISSUE_STATES:
+                return None
+            subscriber = session.get(Subscriber, subscriber_id)
+            if subscriber is None:
+                return None
+            html, name = issue.html, subscriber.name or ""
+        values = {UNSUBSCRIBE_URL: links.unsubscribe(subscriber_id),
+                  VIEW_URL: links.view(key, subscriber_id), NAME: name}
+        return SplitTemplate(html, escape_html=True).fill(values)
+
+    return load
+
+
+def create_app(settings: Settings, engine: Engine, *, public: bool = False,
+               clock: Callable[[], dt.datetime] = utcnow,
+               rate_limiter: RateLimiter | None = None) -> FastAPI:
+    """The FastAPI app. `public` (listening beyond localhost) makes a real secret mandatory:
+    `settings.signing_key` raises ConfigurationError here, before anything is served. `clock`
+    drives timestamps, token ages and the signup rate limit (tests pass a fake one)."""
+    signer = Signer(settings.signing_key(public=public), clock=lambda: clock().timestamp())
+    links = Links(settings.base_url, signer)
+    app = FastAPI(title=settings.site_name, docs_url=None, redoc_url=None, openapi_url=None)
+    app.include_router(create_router(
+        sessions=engine,
+        links=links,
+        send_confirmation=confirmation_sender(settings),
+        load_issue_html=issue_loader(engine, links),
+        templates_dir=templates_root() / "web",
+        clock=clock,
+        site_name=settings.site_name,
+        postal_address=settings.postal_address,
+        rate_limiter=rate_limiter,
+    ))
+    app.include_router(make_webhook_router(settings, engine,
+                                           clock=lambda: clock().timestamp()))
+    if not public or settings.preview_public:
+        # Operators' preview shows unsent content: local only unless DIGEST_PREVIEW_PUBLIC=true.
+        from digest.web.preview import create_app as create_preview
+
+        app.mount("/preview", create_preview(engine, settings, clock=clock, root="/preview"))
+    app.state.settings, app.state.engine, app.state.links = settings, engine, links
+    return app

@@ -1,0 +1,157 @@
+"""The operator's preview page: an edition at desktop and phone widths, its text part and its
+size against the budget, before it goes out. Mounted at `/preview` in the web app."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse
+from jinja2 import Environment
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from digest.database import utcnow
+from digest.edition.preview import SAMPLE_NAME, NothingToPreview, Preview, build_preview, default_week
+from digest.edition.render import BUDGET_BYTES
+from digest.edition.select import editions_with_content
+from digest.edition.weeks import Edition
+from digest.errors import DigestError
+from digest.settings import Settings
+
+_PAGE = Environment(autoescape=True).from_string("""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Preview {{ key }} · {{ site_name }}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+ body { margin: 0; font: 14px/1.5 -apple-system, Roboto, Helvetica, Arial, sans-serif;
+        background: #f4f5f8; color: #1f2937; }
+ header { display: flex; flex-wrap: wrap; gap: 12px 24px; align-items: center;
+          padding: 14px 24px; background: #111827; color: #f9fafb; }
+ header h1 { margin: 0; font-size: 16px; }
+ header a { color: #c7d2fe; }
+ header form { margin: 0; }
+ main { padding: 20px 24px 40px; }
+ dl { display: grid; grid-template-columns: max-content 1fr; gap: 6px 16px; margin: 0 0 20px;
+      max-width: 1200px; }
+ dt { color: #6b7280; } dd { margin: 0; }
+ .meter { width: 320px; height: 10px; background: #e5e7eb; border-radius: 5px; overflow: hidden;
+          display: inline-block; vertical-align: middle; margin-right: 8px; }
+ .meter span { display: block; height: 100%; background: #4f46e5; }
+ .meter.over span { background: #dc2626; }
+ .frames { display: flex; flex-wrap: wrap; gap: 24px; align-items: flex-start; }
+ figure { margin: 0; } figcaption { color: #6b7280; margin-bottom: 6px; }
+ iframe { border: 1px solid #d1d5db; border-radius: 8px; background: #fff; height: 1400px; }
+ pre { white-space: pre-wrap; background: #fff; border: 1px solid #d1d5db; border-radius: 8px;
+       padding: 16px; max-width: 78ch; font: 13px/1.45 ui-monospace, Menlo, Consolas, monospace; }
+ .tag { display: inline-block; padding: 1px 8px; border-radius: 9px; background: #e0e7ff;
+        color: #3730a3; font-size: 12px; }
+ .warn { background: #fef3c7; color: #92400e; }
+</style></head><body>
+<header>
+ <h1>{{ site_name }} · issue preview</h1>
+ <form action="{{ root }}/go" method="get"><label>Week
+  <select name="week" onchange="this.form.submit()">
+  {% for w in weeks %}<option value="{{ w }}"{% if w == key %} selected{% endif %}>{{ w }}</option>{% endfor %}
+  </select></label> <noscript><button>Show</button></noscript></form>
+ {% if prev %}<a href="{{ root }}/week/{{ prev }}">&larr; {{ prev }}</a>{% endif %}
+ {% if next %}<a href="{{ root }}/week/{{ next }}">{{ next }} &rarr;</a>{% endif %}
+</header>
+<main>
+{% if error %}<p class="tag warn">{{ error }}</p>{% else %}
+<dl>
+ <dt>Edition</dt><dd>{{ key }} · {{ window }}
+   {% if stored %}<span class="tag">composed · {{ status }}</span>
+   {% else %}<span class="tag warn">draft · not composed yet, content may still change</span>{% endif %}</dd>
+ <dt>Subject</dt><dd><strong>{{ subject }}</strong></dd>
+ <dt>Preheader</dt><dd>{{ preheader }}</dd>
+ {% if note %}<dt>Note</dt><dd>{{ note }}</dd>{% endif %}
+ <dt>HTML size</dt><dd><span class="meter{% if over %} over{% endif %}"><span style="width: {{ pct }}%"></span></span>
+   {{ "{:,}".format(measured) }} of {{ "{:,}".format(budget) }} bytes with placeholders at their longest
+   ({{ "{:,}".format(filled) }} bytes for this sample reader){% if over %} · over budget: Gmail will clip it{% endif %}</dd>
+ <dt>Sample reader</dt><dd>{{ sample_name }}</dd>
+</dl>
+<div class="frames">
+ <figure><figcaption>Desktop · 800 px</figcaption>
+  <iframe title="Desktop rendering" src="{{ root }}/week/{{ key }}/email.html" width="800" sandbox="allow-popups"></iframe></figure>
+ <figure><figcaption>Phone · 375 px</figcaption>
+  <iframe title="Phone rendering" src="{{ root }}/week/{{ key }}/email.html" width="375" sandbox="allow-popups"></iframe></figure>
+ <figure><figcaption>Plain text</figcaption><pre>{{ text }}</pre></figure>
+</div>
+{% endif %}
+</main></body></html>
+""")
+
+
+def create_app(engine: Engine, settings: Settings, *,
+               clock: Callable[[], dt.datetime] = utcnow, root: str = "") -> FastAPI:
+    """The preview site: `/` (this week or the newest with content), `/week/{key}`, and the
+    sample reader's `/week/{key}/email.html` and `/week/{key}/email.txt`. `root` is the path
+    the site is mounted under (`/preview` inside the main web app)."""
+    app = FastAPI(title=f"{settings.site_name} preview", docs_url=None, redoc_url=None,
+                  openapi_url=None)
+
+    def _preview(key: str) -> Preview:
+        try:
+            with Session(engine) as session:
+                return build_preview(session, settings, key, now=clock())
+        except NothingToPreview as exc:
+            raise HTTPException(404, str(exc)) from None
+        except DigestError as exc:
+            raise HTTPException(400, str(exc)) from None
+
+    @app.get("/")
+    def index() -> RedirectResponse:
+        with Session(engine) as session:
+            week = default_week(session, settings, clock())
+        return RedirectResponse(f"{root}/week/{week.key}", status_code=303)
+
+    @app.get("/go")
+    def go(week: str) -> RedirectResponse:
+        try:
+            return RedirectResponse(f"{root}/week/{Edition.parse(week).key}", status_code=303)
+        except DigestError as exc:
+            raise HTTPException(400, str(exc)) from None
+
+    @app.get("/week/{key}", response_class=HTMLResponse)
+    def week_page(key: str) -> HTMLResponse:
+        try:
+            edition = Edition.parse(key)
+        except DigestError as exc:
+            raise HTTPException(400, str(exc)) from None
+        with Session(engine) as session:
+            weeks = [w.key for w in editions_with_content(session, settings.tz)]
+        if edition.key not in weeks:
+            weeks = sorted([*weeks, edition.key])
+        context = dict(site_name=settings.site_name, key=edition.key, weeks=weeks, root=root,
+                       prev=edition.shift(-1).key, next=edition.shift(1).key, error=None)
+        try:
+            preview = _preview(edition.key)
+        except HTTPException as exc:
+            return HTMLResponse(_PAGE.render(context, error=exc.detail),
+                                status_code=exc.status_code)
+        measured = preview.measured_bytes
+        return HTMLResponse(_PAGE.render(
+            context, stored=preview.stored, status=preview.issue.status,
+            window=edition.window(settings.tz).label(), subject=preview.issue.subject,
+            preheader=preview.issue.preheader, note=preview.issue.status_reason,
+            measured=measured, filled=preview.html_bytes, budget=BUDGET_BYTES,
+            pct=min(100, round(100 * measured / BUDGET_BYTES)), over=measured > BUDGET_BYTES,
+            sample_name=SAMPLE_NAME, text=preview.text))
+
+    @app.get("/week/{key}/email.html", response_class=HTMLResponse)
+    def email_html(key: str) -> HTMLResponse:
+        return HTMLResponse(_preview(key).html)
+
+    @app.get("/week/{key}/email.txt", response_class=PlainTextResponse)
+    def email_text(key: str) -> PlainTextResponse:
+        return PlainTextResponse(_preview(key).text)
+
+    return app
+
+
+def serve(engine: Engine, settings: Settings, *, port: int, host: str = "127.0.0.1") -> None:
+    """Run the preview site until interrupted. Loopback only: it shows unsent content."""
+    import uvicorn
+
+    uvicorn.run(create_app(engine, settings), host=host, port=port, log_level="warning")

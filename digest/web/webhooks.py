@@ -1,0 +1,72 @@
+"""`POST /webhooks/{provider}`: size-check, verify, then hand the events to
+`digest.outcomes.record`. The route stays thin.
+
+Answers: 200 once the events are recorded (or were already: a replay is acknowledged and
+ignored, so the provider stops resending); 400 for a forged, stale or unreadable request, with
+nothing changed; 404 for an unknown provider; 503 when DIGEST_WEBHOOK_SECRET is missing or
+unusable, and 5xx on a database failure, both of which the provider will retry.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.engine import Engine
+from starlette.concurrency import run_in_threadpool
+
+from digest.errors import ConfigurationError
+from digest.outcomes import mailgun, postmark, resend, sendgrid
+from digest.outcomes.base import WebhookRejected
+from digest.outcomes.record import record_events
+
+log = logging.getLogger(__name__)
+
+VERIFIERS = {"postmark": postmark.verify_and_parse, "sendgrid": sendgrid.verify_and_parse,
+             "mailgun": mailgun.verify_and_parse, "resend": resend.verify_and_parse}
+MAX_BODY = 5 * 1024 * 1024  # SendGrid posts batches of events; far below this
+
+
+def _seconds(value: float | dt.datetime) -> float:
+    return value.timestamp() if isinstance(value, dt.datetime) else float(value)
+
+
+def make_router(settings, engine: Engine,
+                clock: Callable[[], float | dt.datetime] = time.time) -> APIRouter:
+    """The webhook routes. `clock` gives now (epoch seconds or an aware datetime) for the
+    timestamp checks, so tests never depend on the wall clock."""
+    router = APIRouter(tags=["webhooks"])
+
+    @router.post("/webhooks/{provider}")
+    async def receive_webhook(provider: str, request: Request) -> JSONResponse:
+        verify = VERIFIERS.get(provider)
+        if verify is None:
+            return JSONResponse({"detail": f"unknown provider {provider!r}"}, status_code=404)
+        secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
+        if not secret:
+            log.error("webhook from %s refused: DIGEST_WEBHOOK_SECRET is not set", provider)
+            return JSONResponse({"detail": "webhook secret not configured"}, status_code=503)
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            return JSONResponse({"detail": "body too large"}, status_code=413)
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        now = _seconds(clock())
+        try:
+            events = verify(body, headers, secret=secret, now=now)
+        except WebhookRejected as exc:
+            log.warning("webhook from %s refused: %s", provider, exc)
+            return JSONResponse({"detail": str(exc)}, status_code=400)
+        except ConfigurationError as exc:
+            log.error("webhook from %s cannot be verified: %s", provider, exc)
+            return JSONResponse({"detail": "webhook secret unusable"}, status_code=503)
+        result = await run_in_threadpool(
+            record_events, engine, events,
+            now=dt.datetime.fromtimestamp(now, dt.timezone.utc))
+        return JSONResponse({"received": result.received, "applied": result.applied,
+                             "duplicates": result.duplicates, "ignored": result.ignored})
+
+    return router

@@ -1,2 +1,0 @@
-"""Provider webhooks: verify each provider's signature over the raw body, normalise its events
-to one `ProviderEvent` type, and apply bounces, complaints and unsubscribes exactly once."""
