@@ -1,10 +1,15 @@
-"""Shared fixtures: a migrated database on SQLite always, and on PostgreSQL when
-DIGEST_TEST_DATABASE_URL is set (CI sets it). Each test gets empty tables."""
+"""Shared fixtures: a migrated database on SQLite and on PostgreSQL. Each test gets empty tables.
+
+PostgreSQL is the server DIGEST_TEST_DATABASE_URL names (CI sets it to the machine's own); without
+it, the session starts a throwaway server from the `pgserver` wheel in a temporary folder and
+removes it at the end, so the README's one test command runs the PostgreSQL half anywhere."""
 
 from __future__ import annotations
 
 import os
 import uuid
+import warnings
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -35,10 +40,29 @@ def _pg_database(base_url: str):
 
 
 @pytest.fixture(scope="session")
-def pg_url():
-    if not PG_URL:
-        pytest.skip("DIGEST_TEST_DATABASE_URL not set (CI sets it to the local PostgreSQL)")
-    admin, name, url = _pg_database(PG_URL)
+def pg_server_url(tmp_path_factory):
+    """The PostgreSQL server the tests use: DIGEST_TEST_DATABASE_URL, or one of our own."""
+    if PG_URL:
+        yield PG_URL
+        return
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR
+            import pgserver
+    except ImportError:
+        pytest.skip("PostgreSQL tests: DIGEST_TEST_DATABASE_URL is unset and the pgserver wheel "
+                    "is not available on this platform")
+    server = pgserver.get_server(tmp_path_factory.mktemp("postgresql") / "data",
+                                 cleanup_mode="delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_server_url):
+    admin, name, url = _pg_database(pg_server_url)
     engine = make_engine(url)
     upgrade(engine)
     engine.dispose()
@@ -139,3 +163,13 @@ def cli(env):
         return result
 
     return run
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """One line per distinct skip reason (pytest's own list repeats it per test location)."""
+    reasons = Counter()
+    for report in terminalreporter.stats.get("skipped", []):
+        if isinstance(report.longrepr, tuple):
+            reasons[report.longrepr[2].removeprefix("Skipped: ")] += 1
+    for reason, count in sorted(reasons.items(), key=lambda item: -item[1]):
+        terminalreporter.write_line(f"skipped {count}: {reason}")

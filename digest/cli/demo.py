@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import sys
 from pathlib import Path
 
 import typer
@@ -41,9 +43,26 @@ def demo(folder: Path = typer.Option(Path("digest-demo"), "--dir",
     console.print(f"Sent {result.sent} messages to the outbox: {result.outbox}/*.eml "
                   f"(index: {result.outbox}/index.jsonl)", highlight=False)
     env = f"DIGEST_DATABASE_URL={result.database_url}"
-    console.print(f"Next: `{env} digest serve` for the web copy and the unsubscribe pages, or "
-                  f"`{env} digest preview --serve` to see the issue at phone and desktop widths.",
-                  highlight=False)
+    digest = command_name()
+    console.print(f"Next: `{env} {digest} serve` for the web copy and the unsubscribe pages, or "
+                  f"`{env} {digest} preview --serve` to see the issue at phone and desktop "
+                  "widths.", highlight=False)
+
+
+def command_name(argv0: str | None = None, path_lookup=shutil.which) -> str:
+    """How to type this command again from here: `digest` when that name on PATH is this very
+    script, else the script's path (`.venv/bin/digest` right after the README's set-up, where
+    the virtual environment is not activated)."""
+    script = Path(argv0 or sys.argv[0]).resolve()
+    on_path = path_lookup("digest")
+    if on_path and Path(on_path).resolve() == script:
+        return "digest"
+    if script.name != "digest":
+        return "digest"  # run in-process (tests) or as `python -m`: nothing better to print
+    try:
+        return str(script.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(script)
 
 
 def register(app: typer.Typer) -> None:

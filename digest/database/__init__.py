@@ -91,10 +91,24 @@ def schema_state(engine: Engine) -> tuple[str | None, str]:
     return current, head
 
 
+def sqlite_file(engine: Engine) -> Path | None:
+    """The file behind a SQLite engine (None for PostgreSQL and in-memory databases)."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:" \
+            or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
 def require_schema(engine: Engine) -> None:
     """Refuse to work on a database that `digest init` has not brought up to date."""
     from digest.errors import DigestError
 
+    path = sqlite_file(engine)
+    if path is not None and not path.exists():
+        # Connecting would create an empty file; a look at a database that is not there must
+        # leave nothing behind.
+        raise DigestError(f"no database here ({path}): run `digest init` first")
     current, head = schema_state(engine)
     if current != head:
         state = "is not initialised" if current is None else f"is at revision {current}, not {head}"

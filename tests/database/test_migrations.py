@@ -36,8 +36,21 @@ def test_uninitialised_database_is_refused(tmp_path):
     from digest.errors import DigestError
 
     engine = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+    with engine.connect():
+        pass  # the file exists, with no schema in it
     with pytest.raises(DigestError, match="not initialised: run `digest init`"):
         require_schema(engine)
+
+
+def test_a_missing_sqlite_file_is_refused_and_not_created(tmp_path):
+    import pytest
+
+    from digest.errors import DigestError
+
+    path = tmp_path / "nowhere.db"
+    with pytest.raises(DigestError, match=r"no database here .*run `digest init`"):
+        require_schema(make_engine(f"sqlite:///{path}"))
+    assert not path.exists()
 
 
 # --- 0002: ledgers written before delivery batches ----------------------------------------------
@@ -48,11 +61,9 @@ def fresh_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'fresh.db'}"
         return
-    from conftest import PG_URL, _pg_database
+    from conftest import _pg_database
 
-    if not PG_URL:
-        pytest.skip("DIGEST_TEST_DATABASE_URL not set (CI sets it to the local PostgreSQL)")
-    admin, name, url = _pg_database(PG_URL)
+    admin, name, url = _pg_database(request.getfixturevalue("pg_server_url"))
     yield url
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
