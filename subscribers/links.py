@@ -24,6 +24,10 @@ class Links:
         token = self.signer.sign("view", subscriber_id)
         return f"{self.base_url}/issues/{quote(issue_key, safe='')}?t={token}"
 
+    def vote(self, issue_id: int, subscriber_id: int) -> str:
+        """The base of a reader's vote links in one issue; `/{tool}/{ship|skip}` follows."""
+        return f"{self.base_url}/vote/{self.signer.sign('vote', vote_subject(issue_id, subscriber_id))}"
+
     # The same links for a whole batch of recipients at once (what a send needs).
 
     def unsubscribe_many(self, subscriber_ids: Sequence[int]) -> list[str]:
@@ -33,3 +37,21 @@ class Links:
     def view_many(self, issue_key: str, subscriber_ids: Sequence[int]) -> list[str]:
         prefix = f"{self.base_url}/issues/{quote(issue_key, safe='')}?t="
         return [prefix + token for token in self.signer.sign_many("view", subscriber_ids)]
+
+    def vote_many(self, issue_id: int, subscriber_ids: Sequence[int]) -> list[str]:
+        prefix = f"{self.base_url}/vote/"
+        subjects = [vote_subject(issue_id, sid) for sid in subscriber_ids]
+        return [prefix + token for token in self.signer.sign_many("vote", subjects)]
+
+
+def vote_subject(issue_id: int, subscriber_id: int) -> str:
+    """A vote token names the reader and the issue whose links they used: `7-42`."""
+    return f"{subscriber_id}-{issue_id}"
+
+
+def parse_vote_subject(subject: str) -> tuple[int, int]:
+    """(subscriber_id, issue_id) from a verified vote token's subject; ValueError otherwise."""
+    subscriber, _, issue = subject.partition("-")
+    if not (subscriber.isdigit() and issue.isdigit()):
+        raise ValueError("not a vote subject")
+    return int(subscriber), int(issue)

@@ -1,7 +1,7 @@
 """Signed, purpose-scoped, URL-safe tokens.
 
-A token names one subscriber for one purpose (confirm, unsubscribe, view) and carries when it
-was issued. The MAC key is derived per purpose, so an unsubscribe token can never confirm an
+A token names one subscriber for one purpose (confirm, unsubscribe, view, vote) and carries when
+it was issued. The MAC key is derived per purpose, so an unsubscribe token can never confirm an
 address or open another reader's web copy. Verification is constant-time.
 """
 
@@ -14,9 +14,11 @@ import hmac
 import time
 from collections.abc import Callable, Iterable
 
-PURPOSES = ("confirm", "unsubscribe", "view")
-# Confirmation links go stale; unsubscribe and view links live in archived mail and must keep working.
-DEFAULT_MAX_AGE = {"confirm": 7 * 24 * 3600.0, "unsubscribe": None, "view": None}
+PURPOSES = ("confirm", "unsubscribe", "view", "vote")
+# Confirmation links go stale; unsubscribe and view links live in archived mail and must keep
+# working. A vote link asks about last year's tools for a year at most.
+DEFAULT_MAX_AGE = {"confirm": 7 * 24 * 3600.0, "unsubscribe": None, "view": None,
+                   "vote": 366 * 24 * 3600.0}
 _MAC_BYTES = 20
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
 

@@ -210,3 +210,28 @@ class WebhookEvent(SQLModel, table=True):
     kind: str = Field(default="", max_length=40)
     email_hash: str = Field(default="", max_length=64)
     received_at: dt.datetime = Field(default_factory=utcnow, sa_column=_ts(False))
+
+
+# --- readers' votes ------------------------------------------------------------------------
+
+class Vote(SQLModel, table=True):
+    """A reader's answer to "Would you ship it?" for one tool, from a link in an issue.
+
+    One per (subscriber, tool): voting again changes the answer. When the subscriber is erased
+    the row loses its subscriber (ON DELETE SET NULL) and stays as an anonymous vote, so the
+    tool's totals are kept and nothing links them to the person any more."""
+
+    __tablename__ = "votes"
+    __table_args__ = (
+        UniqueConstraint("subscriber_id", "tool_id", name="uq_votes_subscriber_tool"),
+    )
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    tool_id: int = Field(sa_column=Column(Integer, ForeignKey("tools.id", ondelete="CASCADE"),
+                                          nullable=False, index=True))
+    subscriber_id: Optional[int] = Field(default=None, sa_column=Column(
+        Integer, ForeignKey("subscribers.id", ondelete="SET NULL"), nullable=True))
+    issue_id: Optional[int] = Field(default=None, sa_column=Column(
+        Integer, ForeignKey("issues.id", ondelete="SET NULL"), nullable=True))
+    ship: bool
+    voted_at: dt.datetime = Field(default_factory=utcnow, sa_column=_ts(False))

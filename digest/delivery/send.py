@@ -32,7 +32,7 @@ from digest.database import session_scope
 from digest.errors import (DigestError, PermanentProviderError, TransientProviderError,
                            UncertainProviderError)
 from digest.database.models import Issue
-from digest.edition.personalize import NAME, UNSUBSCRIBE_URL, VIEW_URL
+from digest.edition.personalize import NAME, UNSUBSCRIBE_URL, VIEW_URL, VOTE_URL
 from digest.delivery.plan import plan_deliveries
 from digest.delivery.providers.base import Letter, Outcome, Provider, Recipient
 from subscribers.links import Links
@@ -211,6 +211,7 @@ class RecipientFactory:
         self._links, self._key = links, issue.key
         self.issue_key = issue.key
         self._view, self._name = VIEW_URL in used, NAME in used
+        self._vote, self._issue_id = VOTE_URL in used, issue.id
         self._id_suffix = issue.html_hash[:8] or str(issue.id)
 
     def message_id(self, delivery_id: int) -> str:
@@ -225,6 +226,9 @@ class RecipientFactory:
         if self._view:
             for mine, url in zip(values, self._links.view_many(self._key, subscriber_ids)):
                 mine[VIEW_URL] = url
+        if self._vote:
+            for mine, url in zip(values, self._links.vote_many(self._issue_id, subscriber_ids)):
+                mine[VOTE_URL] = url
         if self._name:
             for mine, row in zip(values, rows):
                 mine[NAME] = row[3] or ""
@@ -237,6 +241,8 @@ class RecipientFactory:
         values = {UNSUBSCRIBE_URL: self._links.unsubscribe(subscriber_id)}
         if self._view:
             values[VIEW_URL] = self._links.view(self._key, subscriber_id)
+        if self._vote:
+            values[VOTE_URL] = self._links.vote(self._issue_id, subscriber_id)
         if self._name:
             values[NAME] = name or ""
         if delivery_id is None:

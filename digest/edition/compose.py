@@ -23,6 +23,7 @@ from digest.edition.render import render_issue
 from digest.edition.select import load_edition
 from digest.settings import Settings
 from digest.edition.weeks import Edition
+from digest.outcomes.votes import tallies
 
 
 class EditionOpenError(DigestError):
@@ -47,7 +48,9 @@ def draft_issue(session: Session, settings: Settings, key: str, *,
         issue.status = "skipped"
         issue.status_reason = f"no new comparisons were published {window.label()}"
         return issue, []
-    rendered = render_issue(comparisons, edition=edition, window=window, settings=settings)
+    votes = tallies(session, (t.id for c in comparisons for t in c.tools))
+    rendered = render_issue(comparisons, edition=edition, window=window, settings=settings,
+                            votes=votes)
     issue.status = "ready"
     issue.subject, issue.preheader = rendered.subject, rendered.preheader
     issue.html, issue.text = rendered.html, rendered.text

@@ -14,9 +14,12 @@ from collections.abc import Mapping
 
 # The tokens a composed issue may contain. Values are URL-safe or escaped before joining.
 UNSUBSCRIBE_URL = "%%UNSUBSCRIBE_URL%%"
+# Issues rendered before the public archive carried a per-reader "view in browser" link; new ones
+# link the archive page, the same for everyone, and carry the reader's vote links instead.
 VIEW_URL = "%%VIEW_URL%%"
+VOTE_URL = "%%VOTE_URL%%"  # `{base}/vote/{token}`; the tool and the answer follow in the path
 NAME = "%%NAME%%"
-TOKENS = (UNSUBSCRIBE_URL, VIEW_URL, NAME)
+TOKENS = (UNSUBSCRIBE_URL, VIEW_URL, VOTE_URL, NAME)
 _TOKEN_RE = re.compile("(" + "|".join(re.escape(t) for t in TOKENS) + ")")
 
 

@@ -21,7 +21,7 @@ from digest.edition.compose import draft_issue, load_issue, personalize
 from digest.database import utcnow
 from digest.errors import ConfigurationError, DigestError
 from digest.database.models import Issue
-from digest.edition.personalize import NAME, UNSUBSCRIBE_URL, VIEW_URL
+from digest.edition.personalize import NAME, UNSUBSCRIBE_URL, VIEW_URL, VOTE_URL
 from digest.edition.render import BUDGET_BYTES, measured_size
 from digest.edition.select import editions_with_content
 from digest.settings import Settings
@@ -43,7 +43,8 @@ def sample_values(settings: Settings, key: str) -> dict[str, str]:
     except ConfigurationError:
         token = "0.sample.preview-token-not-valid-for-real-use"
     return {UNSUBSCRIBE_URL: f"{settings.base_url}/u/{token}",
-            VIEW_URL: f"{settings.base_url}/issues/{key}", NAME: SAMPLE_NAME}
+            VIEW_URL: f"{settings.base_url}/issues/{key}",
+            VOTE_URL: f"{settings.base_url}/vote/{token}", NAME: SAMPLE_NAME}
 
 
 @dataclass(frozen=True)

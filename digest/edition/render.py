@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -23,17 +23,18 @@ from markupsafe import Markup
 from mjml import mjml2html
 
 from digest.errors import DigestError
-from digest.edition.personalize import NAME, TOKENS, UNSUBSCRIBE_URL, VIEW_URL
+from digest.edition.personalize import NAME, TOKENS, UNSUBSCRIBE_URL, VIEW_URL, VOTE_URL
 from digest.settings import Settings
 from digest.database.models import Comparison, Tool
 from digest.edition.summaries import (count_issue, fmt_score, headline, pick_quote, tool_stats,
                               trim_words, verdict_line)
 from digest.edition.weeks import Edition, Window
+from digest.outcomes.votes import Tally
 
 # Gmail clips an HTML part larger than this and hides everything after the cut, footer included.
 BUDGET_BYTES = 102_400
 # Room kept for what each token becomes per subscriber (a signed URL, an escaped name).
-TOKEN_ALLOWANCE = {UNSUBSCRIBE_URL: 400, VIEW_URL: 400, NAME: 200}
+TOKEN_ALLOWANCE = {UNSUBSCRIBE_URL: 400, VIEW_URL: 400, VOTE_URL: 160, NAME: 200}
 
 # More cards than fit in the budget (about 6.5 KB each): where the search for the cut starts.
 FIRST_PROBE = 16
@@ -78,6 +79,7 @@ class ReviewView:
 
 @dataclass(frozen=True)
 class ToolView:
+    slug: str
     name: str
     category: str
     tagline: str
@@ -90,6 +92,7 @@ class ToolView:
     bar: int  # width of the bar, percent
     reviews: tuple[ReviewView, ...]
     has_scores: bool
+    community: str  # "12 reader votes · 75% ship", or "No community votes yet"
 
 
 @dataclass(frozen=True)
@@ -119,11 +122,21 @@ def safe_url(url: str | None) -> str | None:
     return url.strip() if parts.scheme in ("http", "https") and parts.netloc else None
 
 
-def tool_view(tool: Tool) -> ToolView:
+def community_line(tool: Tool, tally: Tally | None) -> str:
+    """Readers' votes when there are any; else the count the comparison page published."""
+    if tally is not None and tally.votes:
+        return tally.label()
+    if tool.community_votes:
+        return f"{tool.community_votes:,} community {'vote' if tool.community_votes == 1 else 'votes'}"
+    return "No community votes yet"
+
+
+def tool_view(tool: Tool, tally: Tally | None = None) -> ToolView:
     stats = tool_stats(tool)
     average = stats.average
     verdict = stats.verdict if stats.verdict in ("ship", "skip") else "none"
     return ToolView(
+        slug=tool.slug,
         name=tool.name,
         category=tool.category,
         tagline=trim_words(tool.tagline, TAGLINE_LIMIT),
@@ -137,10 +150,12 @@ def tool_view(tool: Tool) -> ToolView:
         reviews=tuple(ReviewView(r.reviewer, "—" if r.score is None else str(r.score),
                                  r.verdict or "") for r in tool.reviews),
         has_scores=average is not None,
+        community=community_line(tool, tally),
     )
 
 
-def card_view(comparison: Comparison, number: int) -> CardView:
+def card_view(comparison: Comparison, number: int,
+              votes: Mapping[int, Tally] | None = None) -> CardView:
     a, b = comparison.tool_a, comparison.tool_b
     assert a is not None and b is not None
     quote = pick_quote(comparison)
@@ -151,7 +166,7 @@ def card_view(comparison: Comparison, number: int) -> CardView:
         verdict_line=verdict_line(comparison),
         quote_text=quote.text if quote else None,
         quote_by=f"{quote.reviewer} on {quote.tool}" if quote else None,
-        tools=(tool_view(a), tool_view(b)),
+        tools=(tool_view(a, (votes or {}).get(a.id)), tool_view(b, (votes or {}).get(b.id))),
     )
 
 
@@ -380,9 +395,19 @@ def largest_fitting(total: int, size_of: Callable[[int], int], budget: int,
     return lo
 
 
+def archive_url(settings: Settings, key: str) -> str:
+    """The issue's public web copy: the same for every reader, so it needs no token."""
+    return f"{settings.base_url}/archive/{key}"
+
+
 def render_issue(comparisons: Sequence[Comparison], *, edition: Edition, window: Window,
-                 settings: Settings, budget: int = BUDGET_BYTES) -> RenderedIssue:
-    """The edition's subject, preheader, HTML and text, with placeholder tokens, rendered once."""
+                 settings: Settings, budget: int = BUDGET_BYTES,
+                 votes: Mapping[int, Tally] | None = None, web: bool = False) -> RenderedIssue:
+    """The edition's subject, preheader, HTML and text, with placeholder tokens, rendered once.
+
+    `votes` are the tools' reader votes so far (by tool id). `web` renders the public archive
+    copy instead: no per-reader placeholder at all (no unsubscribe or vote links, no name), a
+    link to subscribe instead, and every comparison in full (a web page has no clipping limit)."""
     if not comparisons:
         raise RenderError(f"{edition.key} has no comparisons to render")
     counts = count_issue(comparisons)
@@ -401,10 +426,15 @@ def render_issue(comparisons: Sequence[Comparison], *, edition: Edition, window:
         "preheader_pad": _PREHEADER_PAD,
         "counts": counts,
         "total": len(comparisons),
-        "unsubscribe_url": UNSUBSCRIBE_URL,
-        "view_url": VIEW_URL,
+        "web": web,
+        "unsubscribe_url": None if web else UNSUBSCRIBE_URL,
+        "vote_url": None if web else VOTE_URL,
+        "view_url": None if web else archive_url(settings, edition.key),
+        "subscribe_url": f"{settings.base_url}/subscribe",
     }
-    cards = tuple(card_view(c, i) for i, c in enumerate(comparisons, 1))
+    if web:
+        budget = 10 * 1024 * 1024
+    cards = tuple(card_view(c, i, votes) for i, c in enumerate(comparisons, 1))
     frame = _Frame(context, cards, tuple(link_view(card) for card in cards))
     cache: dict[int, str] = {}
 

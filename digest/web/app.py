@@ -13,7 +13,7 @@ from sqlmodel import Session, select
 from digest.delivery.confirmation import confirmation_sender
 from digest.edition.render import templates_root
 from digest.database.models import Issue
-from digest.edition.personalize import NAME, UNSUBSCRIBE_URL, VIEW_URL, SplitTemplate
+from digest.edition.personalize import NAME, UNSUBSCRIBE_URL, VIEW_URL, VOTE_URL, SplitTemplate
 from digest.settings import Settings
 from digest.web.webhooks import make_router as make_webhook_router
 from subscribers.links import Links
@@ -38,9 +38,10 @@ def issue_loader(engine: Engine, links: Links) -> Callable[[str, int], str | Non
             subscriber = session.get(Subscriber, subscriber_id)
             if subscriber is None:
                 return None
-            html, name = issue.html, subscriber.name or ""
+            html, name, issue_id = issue.html, subscriber.name or "", issue.id
         values = {UNSUBSCRIBE_URL: links.unsubscribe(subscriber_id),
-                  VIEW_URL: links.view(key, subscriber_id), NAME: name}
+                  VIEW_URL: links.view(key, subscriber_id),
+                  VOTE_URL: links.vote(issue_id, subscriber_id), NAME: name}
         return SplitTemplate(html, escape_html=True).fill(values)
 
     return load

@@ -16,14 +16,15 @@ from digest.edition.compose import (EditionOpenError, IssueTemplate, compose_iss
                             issue_comparison_ids, personalize)
 from digest.errors import DigestError
 from digest.database.models import Comparison, Issue, IssueComparison
-from digest.edition.personalize import NAME, UNSUBSCRIBE_URL, VIEW_URL
+from digest.edition.personalize import NAME, UNSUBSCRIBE_URL, VIEW_URL, VOTE_URL
 from factories import sample_comparisons, store
 
 UTC = dt.timezone.utc
 W47_MONDAY = dt.datetime(2026, 11, 15, 23, 0, tzinfo=UTC)  # Mon 16 Nov 00:00 in Berlin
 AFTER_W47 = dt.datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 VALUES = {UNSUBSCRIBE_URL: "https://digest.example.test/u/7.abc.def?a=1&b=2",
-          VIEW_URL: "https://digest.example.test/issues/2026-W47", NAME: "Ada"}
+          VIEW_URL: "https://digest.example.test/issues/2026-W47",
+          VOTE_URL: "https://digest.example.test/vote/7-1.abc.def", NAME: "Ada"}
 
 
 def _count(session, model) -> int:

@@ -47,7 +47,7 @@ def test_build_preview_drafts_without_freezing(seeded, settings):
     assert not preview.stored and preview.issue.status == "ready"
     assert _issues(seeded) == 0  # looking at an open week must not compose it
     assert "%%" not in preview.html and "%%" not in preview.text
-    assert f"{settings.base_url}/issues/2026-W48" in preview.html
+    assert f"{settings.base_url}/archive/2026-W48" in preview.html
     assert preview.measured_bytes <= BUDGET_BYTES and preview.html_bytes < preview.measured_bytes
 
 

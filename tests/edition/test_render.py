@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from digest.edition.personalize import NAME, SplitTemplate, UNSUBSCRIBE_URL, VIEW_URL
+from digest.edition.personalize import NAME, SplitTemplate, UNSUBSCRIBE_URL, VIEW_URL, VOTE_URL
 from digest.edition.render import (BUDGET_BYTES, RenderError, largest_fitting, measured_size,
                            render_issue, safe_url)
 from digest.settings import load_settings
@@ -24,6 +24,7 @@ VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "met
 LONG_UNSUBSCRIBE = "https://digest.example.test/u/" + "8412." + "6740b3f1." + "Qx" * 60
 SUBSCRIBER = {UNSUBSCRIBE_URL: LONG_UNSUBSCRIBE,
               VIEW_URL: "https://digest.example.test/issues/2026-W47?for=8412&t=abc",
+              VOTE_URL: "https://digest.example.test/vote/8412-3.6740b3f1.Qx&y",
               NAME: "Zoë O'Brien & co"}
 
 
@@ -139,11 +140,17 @@ def test_placeholders_survive_the_inliner_inside_href(conf):
     issue = render(sample_comparisons(2), conf)
     doc = Document(issue.html)
     assert doc.hrefs().count(UNSUBSCRIBE_URL) == 1
-    assert doc.hrefs().count(VIEW_URL) == 2  # top of the issue and the footer
+    # "View in browser" is the public archive page, the same for everyone: no placeholder.
+    assert doc.hrefs().count(f"{conf.base_url}/archive/2026-W47") == 2  # top and footer
+    assert VIEW_URL not in issue.html
+    # Each tool asks "Would you ship it?" with the reader's own vote links.
+    assert doc.hrefs().count(f"{VOTE_URL}/tool-0/ship") == 1
+    assert doc.hrefs().count(f"{VOTE_URL}/tool-1/skip") == 1
     assert 'href="%%UNSUBSCRIBE_URL%%"' in issue.html
     filled = Document(SplitTemplate(issue.html, escape_html=True).fill(SUBSCRIBER))
     assert SUBSCRIBER[UNSUBSCRIBE_URL] in filled.hrefs()
-    assert SUBSCRIBER[VIEW_URL] in filled.hrefs()  # the `&` came back intact through escaping
+    # the `&` came back intact through escaping
+    assert SUBSCRIBER[VOTE_URL] + "/tool-0/ship" in filled.hrefs()
 
 
 def test_email_conventions(conf):
