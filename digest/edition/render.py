@@ -431,6 +431,8 @@ def render_issue(comparisons: Sequence[Comparison], *, edition: Edition, window:
         "vote_url": None if web else VOTE_URL,
         "view_url": None if web else archive_url(settings, edition.key),
         "subscribe_url": f"{settings.base_url}/subscribe",
+        "canonical_url": archive_url(settings, edition.key),
+        "archive_index_url": f"{settings.base_url}/archive",
     }
     if web:
         budget = 10 * 1024 * 1024

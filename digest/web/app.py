@@ -15,6 +15,8 @@ from digest.edition.render import templates_root
 from digest.database.models import Issue
 from digest.edition.personalize import NAME, UNSUBSCRIBE_URL, VIEW_URL, VOTE_URL, SplitTemplate
 from digest.settings import Settings
+from digest.web.archive import create_router as create_archive_router
+from digest.web.votes import create_router as create_vote_router
 from digest.web.webhooks import make_router as make_webhook_router
 from subscribers.links import Links
 from subscribers.models import Subscriber
@@ -69,6 +71,8 @@ def create_app(settings: Settings, engine: Engine, *, public: bool = False,
     ))
     app.include_router(make_webhook_router(settings, engine,
                                            clock=lambda: clock().timestamp()))
+    app.include_router(create_archive_router(settings, engine, clock=clock))
+    app.include_router(create_vote_router(settings, engine, signer, clock=clock))
     if not public or settings.preview_public:
         # Operators' preview shows unsent content: local only unless DIGEST_PREVIEW_PUBLIC=true.
         from digest.web.preview import create_app as create_preview
