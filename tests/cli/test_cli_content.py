@@ -11,7 +11,7 @@ from sqlmodel import Session, select
 
 from digest.database import make_engine
 from digest.database.models import Comparison, Issue
-from tests.conftest import SEEDS
+from tests.material import FIXTURE_PAGES
 
 
 def _count(url: str, model) -> int:
@@ -26,21 +26,18 @@ def test_init_twice_then_import_and_list(cli, env, tmp_path):
     assert cli("init").exit_code == 0
     again = cli("init")
     assert again.exit_code == 0 and "schema revision" in again.out
-    pages = sorted(SEEDS.glob("*.txt"))
-    if not pages:
-        import pytest
-
-        pytest.skip("seed pages not present")
+    pages = sorted(FIXTURE_PAGES.glob("*.txt"))
+    assert len(pages) == 2
     result = cli("import", *map(str, pages), "--published-at", "2026-11-18T10:00:00Z")
     assert result.exit_code == 0, result.err
     assert "2 new" in result.out
     listed = cli("comparisons", "list", "--week", "2026-W47", "--format", "json")
     rows = json.loads(listed.stdout)
-    assert {r["tool_b"] for r in rows} == {"Code Llama 4", "Codestral 2.0"}
-    assert all(r["tool_a"] == "Claude Files API" and r["verdict_a"] == "ship 4/0" for r in rows)
+    assert {r["tool_b"] for r in rows} == {"Draft & Dash", "Owlet Transcribe"}
+    assert all(r["tool_a"] == "Murmur Notes" and r["verdict_a"] == "ship 3/1" for r in rows)
     assert cli("comparisons", "list", "--week", "2026-W40", "--format", "json").stdout.strip() == "[]"
     table = cli("comparisons", "list")
-    assert "Claude Files API" in table.out and "Codestral 2.0" in table.out
+    assert "Murmur Notes" in table.out and "Owlet Transcribe" in table.out
 
 
 def test_bad_file_exits_2_names_it_and_writes_nothing(cli, env, tmp_path):

@@ -15,10 +15,7 @@ from digest.errors import ContentImportError
 from digest.content.importer import import_paths
 from digest.database.models import Comparison, Review, Tool
 from digest.content.store import comparison_to_input
-from tests.conftest import SEEDS
-
-SEED_SCORED = SEEDS / "000_2b9457098f2950f8.txt"
-SEED_QUOTES = SEEDS / "003_a615ae748f5f3c92.txt"
+from tests.material import QUOTES_PAGE, SCORECARD_PAGE
 
 
 def _tool(slug: str, name: str, scores=(81, 64, 77, 90), verdicts=("ship", "skip", "ship", "ship")):
@@ -128,32 +125,41 @@ def test_missing_file_is_a_clear_error(engine, tmp_path):
         import_paths(engine, [tmp_path / "nope.json"])
 
 
-@pytest.mark.skipif(not SEED_SCORED.exists(), reason="seed pages not present")
-def test_seed_pages_share_one_tool(engine):
+def test_both_page_layouts_share_one_tool(engine):
     when = dt.datetime(2026, 11, 17, 9, 0, tzinfo=dt.timezone.utc)
-    report = import_paths(engine, [SEED_SCORED, SEED_QUOTES], published_at=when)
-    assert len(report.created) == 2
+    report = import_paths(engine, [SCORECARD_PAGE, QUOTES_PAGE], published_at=when)
+    assert sorted(report.created) == ["murmur-notes-vs-draft-dash",
+                                      "murmur-notes-vs-owlet-transcribe"]
     with Session(engine) as s:
         tools = {t.name: t for t in s.exec(select(Tool)).all()}
-        assert set(tools) == {"Claude Files API", "Code Llama 4", "Codestral 2.0"}
-        files_api = tools["Claude Files API"]
-        # The quote-only page must not erase the scores the scorecard page gave.
-        assert [(r.reviewer, r.score, r.verdict) for r in files_api.reviews] == [
-            ("Builder", 82, "ship"), ("Skeptic", 74, "ship"), ("Founder", 78, "ship"),
-            ("Futurist", 80, "ship")]
-        assert files_api.entry == "Paid" and files_api.panel_ship == 4 and files_api.panel_skip == 0
-        assert tools["Code Llama 4"].entry == "Free"
-        assert tools["Code Llama 4"].pricing.startswith("Free (open weights")
+        assert set(tools) == {"Murmur Notes", "Draft & Dash", "Owlet Transcribe"}
+        murmur = tools["Murmur Notes"]
+        # The quote-only page must not erase what only the scorecard page gave: scores,
+        # verdicts, the vote count, pricing and "best for".
+        assert [(r.reviewer, r.score, r.verdict) for r in murmur.reviews] == [
+            ("Builder", 84, "ship"), ("Skeptic", 58, "skip"), ("Founder", 79, "ship"),
+            ("Futurist", 81, "ship")]
+        assert (murmur.community_votes, murmur.panel_ship, murmur.panel_skip) == (1204, 3, 1)
+        assert murmur.pricing == "Free up to 5 hours a month; Pro $9/month per seat"
+        assert murmur.best_for == "Teams that meet a lot & forget what they agreed"
+        assert murmur.tagline == "Voice memos in, tidy meeting notes out 🎙️"
+        dash = tools["Draft & Dash"]
+        assert (dash.slug, dash.entry, dash.panel_verdict) == ("draft-dash", "Paid", "skip")
+        assert dash.pricing == "$24/month, or $240/year — no free tier"
+        owlet = tools["Owlet Transcribe"]
+        assert (owlet.panel_verdict, owlet.panel_ship, owlet.panel_skip) == (None, 2, 2)
+        assert "the <em>whole</em> pipeline" in owlet.reviews[1].text
         comparisons = s.exec(select(Comparison)).unique().all()
         assert {c.published_at for c in comparisons} == {when}
-        assert all(files_api.id in (c.tool_a_id, c.tool_b_id) for c in comparisons)
+        assert all(murmur.id in (c.tool_a_id, c.tool_b_id) for c in comparisons)
+    assert _counts(engine) == (2, 3, 12)
 
 
-@pytest.mark.skipif(not SEED_SCORED.exists(), reason="seed pages not present")
 def test_page_reimport_without_date_keeps_published_at(engine):
     when = dt.datetime(2026, 11, 17, 9, 0, tzinfo=dt.timezone.utc)
-    import_paths(engine, [SEED_SCORED], published_at=when)
-    import_paths(engine, [SEED_SCORED])
+    import_paths(engine, [SCORECARD_PAGE], published_at=when)
+    report = import_paths(engine, [SCORECARD_PAGE])
+    assert report.updated == ["murmur-notes-vs-draft-dash"] and report.created == []
     with Session(engine) as s:
         assert s.exec(select(Comparison)).unique().one().published_at == when
-    assert _counts(engine)[0] == 1
+    assert _counts(engine) == (1, 2, 8)
