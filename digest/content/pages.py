@@ -12,6 +12,11 @@ Two layouts of the scorecard exist, and both are read:
 * quote-only: no names, scores or verdicts, only quoted paragraphs `“…”` alternating first and
   second tool, in the fixed persona order Builder, Skeptic, Founder, Futurist.
 
+A page must be whole: both cards, four reviewers per tool (each scorecard line with its
+verdict, each review with its text) and the closing newsletter box or bookmarks panel after the
+reviews. A copy that stops early is refused naming the line where it ends, never imported as a
+shorter comparison.
+
 The parser is pure: text in, `ComparisonIn` out. Every failure is a `ContentImportError` naming
 the source, the 1-based line of the problem and what was expected; nothing else escapes, so the
 importer can report a bad file in one line and write nothing.
@@ -177,6 +182,11 @@ class _Parser:
         body = lines[i + 1:end]
         stop = lines[end] if end < len(lines) else None
         names = self._title(title, body)
+        if stop is None:
+            last = lines[-1]
+            self.fail(f"the page ends early, at line {last.no} ({_snip(last.text, 40)!r}): a whole "
+                      "page goes on after the reviews to the 'Weekly AI Tool Verdicts' box or the "
+                      "'Bookmarks' panel; copy it down to there", last)
 
         decision_at = reviews_at = None
         for j, line in enumerate(body):
@@ -205,7 +215,7 @@ class _Parser:
                           "review", quoted)
             self.fail("expected the 'Reviewer scorecard' heading after the tool cards",
                       stop or self.last)
-        reviews = self._reviews(body[reviews_at + 1:], names)
+        reviews = self._reviews(body[reviews_at], body[reviews_at + 1:], names)
 
         tools = [self._tool(t, cards[t], rows, reviews[t]) for t in (0, 1)]
         self.where[("slug",)] = self.where[("tools",)] = title.no
@@ -417,7 +427,7 @@ class _Parser:
 
     # -- reviews -----------------------------------------------------------------------------
 
-    def _reviews(self, lines: list[_Line],
+    def _reviews(self, heading: _Line, lines: list[_Line],
                  names: tuple[str, str]) -> tuple[list[_Review], list[_Review]]:
         if any(_score_match(line.text) for line in lines):
             pairs = self._scorecards(lines, names)
@@ -429,6 +439,16 @@ class _Parser:
             if persona in seen:
                 self.fail(f"reviewer {first.reviewer!r} appears twice", first.line)
             seen[persona] = first.line
+        if len(pairs) != len(PERSONAS):
+            # The site's panel always has four reviewers; fewer means reviews went missing.
+            at = pairs[len(PERSONAS)][0].line if len(pairs) > len(PERSONAS) else (
+                lines[-1] if lines else heading)
+            self.fail(f"expected {len(PERSONAS)} reviewers for each tool "
+                      f"({', '.join(PERSONAS)}), found {len(pairs)}", at)
+        for pair in pairs:
+            for review in pair:
+                if not review.text:
+                    self.fail(f"the review by {review.reviewer!r} has no text", review.line)
         return [a for a, _ in pairs], [b for _, b in pairs]
 
     def _scorecards(self, lines: list[_Line],
@@ -480,13 +500,16 @@ class _Parser:
             pair = []
             for t, (s, e) in enumerate(((first, second), (second, j))):
                 score, verdict = self._score(lines[s], t, len(pairs))
+                if s + 1 == e:
+                    self.fail(f"the review by {persona!r} of {names[t]!r} has no text after its "
+                              "score line", lines[s])
                 text = "\n\n".join(line.text for line in lines[s + 1:e])
                 pair.append(_Review(head if t == 0 else lines[s], persona, score, verdict,
                                     _unquote(text)))
             pairs.append((pair[0], pair[1]))
         return pairs
 
-    def _score(self, line: _Line, tool: int, index: int) -> tuple[int, str | None]:
+    def _score(self, line: _Line, tool: int, index: int) -> tuple[int, str]:
         match = _score_match(line.text)
         assert match is not None
         score = int(match.group(1))
@@ -494,11 +517,13 @@ class _Parser:
         if score > 100:
             self.fail(f"score {score} is out of range 0-100", line, field=field + ".score")
         verdict = match.group(2)
-        if verdict is not None:
-            verdict = verdict.casefold()
-            if verdict not in _VERDICTS:
-                self.fail(f"unknown verdict {match.group(2)!r} (expected ship or skip)", line,
-                          field=field + ".verdict")
+        if verdict is None:
+            self.fail(f"expected the verdict after the score, like '{score}/100 · ship'", line,
+                      field=field + ".verdict")
+        verdict = verdict.casefold()
+        if verdict not in _VERDICTS:
+            self.fail(f"unknown verdict {match.group(2)!r} (expected ship or skip)", line,
+                      field=field + ".verdict")
         return score, verdict
 
     def _quotes(self, lines: list[_Line], names: tuple[str, str]) -> list[tuple[_Review, _Review]]:

@@ -1,4 +1,7 @@
-"""The comparison page-text parser: both seed layouts, variations, errors with lines, fuzzing."""
+"""The comparison page-text parser: both page layouts, variations, errors with lines, fuzzing.
+
+Runs on the repository's own fixture pages (`tests/fixtures/pages/`); the site's original pages
+are checked separately in `test_seed_pages.py` when they are available."""
 
 from __future__ import annotations
 
@@ -6,32 +9,24 @@ import datetime as dt
 import re
 
 import pytest
-from conftest import SEEDS
 from hypothesis import given, settings, strategies as st
+from material import QUOTES_PAGE, SCORECARD_PAGE, fixture_text
 
 from digest.content.comparison import ComparisonIn
 from digest.errors import ContentImportError
 from digest.content.pages import PERSONAS, looks_like_page, parse_page
 
-SCORECARD = SEEDS / "000_2b9457098f2950f8.txt"
-QUOTES = SEEDS / "003_a615ae748f5f3c92.txt"
-SEED_TEXTS = {p.name: p.read_text(encoding="utf-8") for p in (SCORECARD, QUOTES) if p.exists()}
-
-
-def _seed(path) -> str:
-    if path.name not in SEED_TEXTS:
-        pytest.skip(f"seed page {path} not found")
-    return SEED_TEXTS[path.name]
+PAGE_TEXTS = {p.name: fixture_text(p) for p in (SCORECARD_PAGE, QUOTES_PAGE)}
 
 
 @pytest.fixture
 def scorecard_text() -> str:
-    return _seed(SCORECARD)
+    return PAGE_TEXTS[SCORECARD_PAGE.name]
 
 
 @pytest.fixture
 def quotes_text() -> str:
-    return _seed(QUOTES)
+    return PAGE_TEXTS[QUOTES_PAGE.name]
 
 
 def _line_of(text: str, needle: str, nth: int = 0) -> int:
@@ -195,90 +190,104 @@ def _own_quotes(share_a: str = "75%", share_b: str = "25%", pairs: int = 4,
     ])
 
 
-# -- the seed pages --------------------------------------------------------------------------
+# -- the fixture pages -----------------------------------------------------------------------
 
 
-def test_scorecard_seed_tools(scorecard_text):
-    page = parse_page(scorecard_text, source=SCORECARD.name)
-    assert page.slug == "claude-files-api-vs-code-llama-4"
+def test_scorecard_page_tools(scorecard_text):
+    page = parse_page(scorecard_text, source=SCORECARD_PAGE.name)
+    assert page.slug == "murmur-notes-vs-draft-dash"
     assert page.url == "" and page.published_at is None
     a, b = page.tools
+    # `&` in a name is kept in the name and dropped from the slug
     assert (a.name, a.slug, b.name, b.slug) == (
-        "Claude Files API", "claude-files-api", "Code Llama 4", "code-llama-4")
-    assert a.category == b.category == "Developer Tools"
-    assert a.tagline == "Persistent file storage for Claude API — upload once, reference forever"
-    assert b.tagline == "Meta's open-weight coding model: 7B to 200B, free to download"
-    assert (a.best_for, b.best_for) == (a.tagline, b.tagline)
-    assert (a.entry, b.entry) == ("Paid", "Free")
-    assert a.pricing == ("Usage-based (pay-per-token); Files API storage included in Claude API "
-                         "access — standard Anthropic API pricing applies")
-    assert b.pricing == "Free (open weights, self-hosted) / API access via Meta and partners"
-    for tool in (a, b):
-        assert (tool.panel.verdict, tool.panel.ship, tool.panel.skip) == ("ship", 4, 0)
-        assert tool.community.votes is None
-    assert a.description.startswith("Anthropic's Files API allows developers")
-    assert a.description.endswith("drives both latency and cost.")
-    assert b.description.startswith("Meta has released Code Llama 4")
-    assert b.description.endswith("within the license terms.")
+        "Murmur Notes", "murmur-notes", "Draft & Dash", "draft-dash")
+    assert (a.category, b.category) == ("Productivity", "Writing")
+    assert a.tagline == "Voice memos in, tidy meeting notes out 🎙️"
+    assert b.tagline == "Writes your first pass & trims the second"
+    assert a.best_for == "Teams that meet a lot & forget what they agreed"
+    assert b.best_for == "Newsletter writers with a fixed weekly slot"
+    assert (a.entry, b.entry) == ("Freemium", "Paid")
+    assert a.pricing == "Free up to 5 hours a month; Pro $9/month per seat"
+    assert b.pricing == "$24/month, or $240/year — no free tier"
+    # the Decision table's counts, its "1,204 votes" and its "No community votes yet"
+    assert (a.panel.verdict, a.panel.ship, a.panel.skip) == ("ship", 3, 1)
+    assert (b.panel.verdict, b.panel.ship, b.panel.skip) == ("skip", 1, 3)
+    assert (a.community.votes, b.community.votes) == (1204, None)
+    assert a.description.startswith("Murmur Notes records a call or a voice memo")
+    assert "\n\nThe free plan covers five hours" in a.description  # two paragraphs
+    assert a.description.endswith("adds speaker labels.")
+    assert b.description.startswith("Draft & Dash is a writing assistant")
+    assert b.description.endswith("flags claims that need a source.")
 
 
-def test_scorecard_seed_reviews(scorecard_text):
+def test_scorecard_page_reviews(scorecard_text):
     a, b = parse_page(scorecard_text).tools
     assert [(r.reviewer, r.score, r.verdict) for r in a.reviews] == [
-        ("Builder", 82, "ship"), ("Skeptic", 74, "ship"), ("Founder", 78, "ship"),
-        ("Futurist", 80, "ship")]
+        ("Builder", 84, "ship"), ("Skeptic", 58, "skip"), ("Founder", 79, "ship"),
+        ("Futurist", 81, "ship")]
     assert [(r.reviewer, r.score, r.verdict) for r in b.reviews] == [
-        ("Builder", 87, "ship"), ("Skeptic", 82, "ship"), ("Founder", 78, "ship"),
-        ("Futurist", 84, "ship")]
+        ("Builder", 61, "skip"), ("Skeptic", 44, "skip"), ("Founder", 72, "ship"),
+        ("Futurist", 55, "skip")]
     starts_ends = {
-        (0, "Builder"): ("The primitive here is clean: persistent",
-                         "buried in a system prompt config."),
-        (0, "Futurist"): ("The thesis this bets on:", "as their S3 bucket names."),
-        (1, "Builder"): ("The primitive here is clean: open-weight", "not just the weights."),
-        (1, "Skeptic"): ("Direct competitors are DeepSeek-Coder V2", "not the benchmark numbers."),
-        (1, "Futurist"): ("The thesis Code Llama 4 is betting on", "and it's on-time, not early."),
+        (0, "Builder"): ("The core loop is right:", "change how it meets."),
+        (0, "Futurist"): ("Meetings are turning into data,",
+                          "rather than a transcription service."),
+        (1, "Skeptic"): ("The drafting half competes", "than before. Skip."),
+        (1, "Futurist"): ("Writing tools are heading toward", "overtaken by one that can."),
     }
     for (t, persona), (start, end) in starts_ends.items():
         review = next(r for r in (a, b)[t].reviews if r.reviewer == persona)
         assert review.text.startswith(start) and review.text.endswith(end)
         assert "\n" not in review.text
+    assert "🎙️" in a.reviews[3].text
+    # a review of two paragraphs keeps both, one blank line apart
+    assert b.reviews[0].text.startswith("The trimming mode is genuinely good")
+    assert "what it removed.\n\nThe drafting mode is the problem." in b.reviews[0].text
     # the newsletter and bookmark boilerplate after the last review is not part of it
     assert "Bookmark" not in b.reviews[-1].text and "Weekly" not in b.reviews[-1].text
 
 
-def test_quote_only_seed(quotes_text):
-    page = parse_page(quotes_text, source=QUOTES.name)
-    assert page.slug == "claude-files-api-vs-codestral-2-0"
+def test_quote_only_page(quotes_text):
+    page = parse_page(quotes_text, source=QUOTES_PAGE.name)
+    assert page.slug == "murmur-notes-vs-owlet-transcribe"
     a, b = page.tools
-    assert (a.name, b.name) == ("Claude Files API", "Codestral 2.0")
-    assert (a.category, b.category) == ("Developer Tools", "Developer Tools")
-    assert b.tagline == ("32B code model with 128K context, function calling, and FIM across "
-                         "100 langs")
-    assert (a.entry, b.entry) == ("Paid", "Free")
+    assert (a.name, b.name) == ("Murmur Notes", "Owlet Transcribe")
+    assert (a.category, b.category) == ("Productivity", "Productivity")
+    assert b.tagline == "Offline transcription for 40 languages, on your own laptop"
+    assert (a.entry, b.entry) == ("Freemium", "Free")
     assert (a.pricing, b.pricing, a.best_for, b.best_for) == ("", "", "", "")
+    # "75%" panel ship over 4 reviews of unknown verdict: ship, 3 / 1; "50%": no verdict, 2 / 2
+    assert (a.panel.verdict, a.panel.ship, a.panel.skip) == ("ship", 3, 1)
+    assert (b.panel.verdict, b.panel.ship, b.panel.skip) == (None, 2, 2)
     for tool in (a, b):
-        # "100%" panel ship over 4 reviews of unknown verdict: ship, 4 ship / 0 skip
-        assert (tool.panel.verdict, tool.panel.ship, tool.panel.skip) == ("ship", 4, 0)
-        assert tool.community.votes is None
+        assert tool.community.votes is None  # "—"
         assert [r.reviewer for r in tool.reviews] == list(PERSONAS)
         assert all(r.score is None and r.verdict is None for r in tool.reviews)
         for review in tool.reviews:
             assert review.text and review.text[0] not in "“”" and review.text[-1] not in "“”"
-    assert b.reviews[0].text.startswith("The primitive is clean: a 32B code model")
-    assert b.reviews[0].text.endswith("without changing your toolchain.")
-    assert b.reviews[3].text.startswith("The thesis Codestral 2.0 bets on")
-    assert b.reviews[3].text.endswith("Llama became infrastructure for local chatbots.")
-    assert b.description.startswith("Codestral 2.0 is Mistral's 32B")
+    assert b.reviews[0].text.startswith("Everything runs on the laptop: a 1.1 GB model")
+    assert b.reviews[0].text.endswith("exactly the shape a script wants.")
+    # markup and `&` inside a quote are text, kept as written (escaping is the renderer's job)
+    assert "the <em>whole</em> pipeline kept going" in b.reviews[1].text
+    assert "one garbled speaker, & no setting fixes it." in b.reviews[1].text
+    assert b.reviews[3].text.startswith("Speech models small enough for a laptop")
+    assert "eighteen months ago 🦉;" in b.reviews[3].text
+    assert b.reviews[3].text.endswith("exactly this kind of model.")
+    assert b.description.startswith("Owlet Transcribe is an open-source desktop app")
 
 
-def test_both_seeds_give_the_same_shared_tool(scorecard_text, quotes_text):
+def test_both_pages_give_the_same_shared_tool(scorecard_text, quotes_text):
     first = parse_page(scorecard_text).tools[0]
     second = parse_page(quotes_text).tools[0]
-    assert first.name == second.name == "Claude Files API"
-    shared = ("slug", "name", "category", "tagline", "description", "entry", "panel", "community")
+    assert first.name == second.name == "Murmur Notes"
+    shared = ("slug", "name", "category", "tagline", "description", "entry", "panel")
     assert first.model_dump(include=set(shared)) == second.model_dump(include=set(shared))
     assert ([(r.reviewer, r.text) for r in first.reviews]
             == [(r.reviewer, r.text) for r in second.reviews])
+    # what only one layout carries
+    assert (first.community.votes, second.community.votes) == (1204, None)
+    assert (first.pricing, second.pricing) == ("Free up to 5 hours a month; Pro $9/month per seat",
+                                               "")
 
 
 def test_looks_like_page(scorecard_text, quotes_text):
@@ -293,9 +302,9 @@ def test_looks_like_page(scorecard_text, quotes_text):
 # -- variations ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", [SCORECARD, QUOTES], ids=["scorecard", "quotes"])
+@pytest.mark.parametrize("path", [SCORECARD_PAGE, QUOTES_PAGE], ids=["scorecard", "quotes"])
 def test_layout_variations_parse_the_same(path):
-    text = _seed(path)
+    text = PAGE_TEXTS[path.name]
     expected = parse_page(text).model_dump()
     lines = text.split("\n")
     footer = lines.index("Weekly AI Tool Verdicts")
@@ -305,10 +314,10 @@ def test_layout_variations_parse_the_same(path):
         "blank lines": "\n\n".join(lines) + "\n\n\n",
         "indented": "\n".join("  " + line + " \t" for line in lines),
         "bom": "\ufeff" + text,
-        "no footer": "\n".join(lines[:footer]),
+        "footer heading only": "\n".join(lines[:footer + 1]),
         "no kicker": "\n".join(line for line in lines if line != "AI tool comparison"
                                and not line.startswith("Compare/")),
-        "breadcrumb": "Compare/Claude Files API vs X\n\n" + text,
+        "breadcrumb": "Compare/Murmur Notes vs X\n\n" + text,
     }
     for name, variant in variants.items():
         assert parse_page(variant).model_dump() == expected, name
@@ -373,8 +382,8 @@ def test_decision_table_only_category_fills_a_missing_card_category():
 @pytest.mark.parametrize(("share_a", "share_b", "pairs", "expect_a", "expect_b"), [
     ("75%", "25%", 4, ("ship", 3, 1), ("skip", 1, 3)),
     ("50%", "0%", 4, (None, 2, 2), ("skip", 0, 4)),
-    ("50%", "100%", 3, (None, 2, 1), ("ship", 3, 0)),   # 1.5 rounds half up
-    ("60%", "40%", 0, ("ship", 0, 0), ("skip", 0, 0)),  # no reviews, nothing to count
+    ("50%", "100%", 4, (None, 2, 2), ("ship", 4, 0)),
+    ("63%", "37%", 4, ("ship", 3, 1), ("skip", 1, 3)),  # 2.52 and 1.48 reviews, rounded
 ])
 def test_quote_only_panel_derived_from_share(share_a, share_b, pairs, expect_a, expect_b):
     a, b = parse_page(_own_quotes(share_a, share_b, pairs)).tools
@@ -382,9 +391,8 @@ def test_quote_only_panel_derived_from_share(share_a, share_b, pairs, expect_a, 
     assert (b.panel.verdict, b.panel.ship, b.panel.skip) == expect_b
     assert [r.reviewer for r in a.reviews] == list(PERSONAS[:pairs])
     assert (a.community.votes, b.community.votes) == (12, None)
-    if pairs:
-        assert a.reviews[0].text == "Quillmate review 0."
-        assert b.reviews[-1].text == f"Inkwell review {pairs - 1}."
+    assert a.reviews[0].text == "Quillmate review 0."
+    assert b.reviews[-1].text == f"Inkwell review {pairs - 1}."
 
 
 def test_panel_skip_share_is_the_complement():
@@ -427,7 +435,7 @@ def _error_with(call) -> ContentImportError:
 
 
 def test_score_out_of_range(scorecard_text):
-    text = scorecard_text.replace("74/100 · ship", "140/100 · ship")
+    text = scorecard_text.replace("58/100 · skip", "140/100 · skip")
     err = _error(text)
     assert err.line == _line_of(text, "140/100")
     assert "score 140 is out of range 0-100" in str(err)
@@ -436,9 +444,9 @@ def test_score_out_of_range(scorecard_text):
 
 
 def test_unknown_review_verdict(scorecard_text):
-    text = scorecard_text.replace("84/100 · ship", "84/100 · maybe")
+    text = scorecard_text.replace("55/100 · skip", "55/100 · maybe")
     err = _error(text)
-    assert err.line == _line_of(text, "84/100 · maybe")
+    assert err.line == _line_of(text, "55/100 · maybe")
     assert "unknown verdict 'maybe'" in str(err)
 
 
@@ -457,11 +465,11 @@ def test_panel_share_out_of_range():
 
 def test_page_with_only_one_tool_card(quotes_text):
     lines = quotes_text.split("\n")
-    second = lines.index("Codestral 2.0")
+    second = lines.index("Owlet Transcribe")
     text = "\n".join(lines[:second - 1] + lines[lines.index("Reviewer scorecard"):])
     err = _error(text)
     assert err.line == _line_of(text, "Reviewer scorecard")
-    assert "expected a card for 'Codestral 2.0'" in str(err)
+    assert "expected a card for 'Owlet Transcribe'" in str(err)
 
 
 def test_title_with_only_one_tool():
@@ -519,23 +527,23 @@ def test_unpaired_quoted_review(quotes_text):
 
 
 def test_missing_reviewer_name(scorecard_text):
-    text = scorecard_text.replace("Skeptic\n74/100", "74/100")
+    text = scorecard_text.replace("Skeptic\n58/100", "58/100")
     err = _error(text)
-    assert err.line == _line_of(text, "74/100") and "expected a reviewer name" in str(err)
+    assert err.line == _line_of(text, "58/100") and "expected a reviewer name" in str(err)
 
 
 def test_missing_score_line(scorecard_text):
-    text = scorecard_text.replace("82/100 · ship\n\nDirect competitors", "Direct competitors")
+    text = scorecard_text.replace("44/100 · skip\n\nThe drafting half", "The drafting half")
     err = _error(text)
     assert err.line == _line_of(text, "Skeptic") and "two score lines" in str(err)
-    text = scorecard_text.replace("Futurist\n80/100 · ship\n", "Futurist\n")
+    text = scorecard_text.replace("Futurist\n81/100 · ship\n", "Futurist\n")
     err = _error(text)
     assert err.line == _line_of(text, "Futurist") + 2
     assert "after the reviewer 'Futurist'" in str(err)
 
 
 def test_duplicate_reviewer(scorecard_text):
-    text = scorecard_text.replace("Founder\n78/100", "Builder\n78/100")
+    text = scorecard_text.replace("Founder\n79/100", "Builder\n79/100")
     err = _error(text)
     assert err.line == _line_of(text, "Builder", 1) and "appears twice" in str(err)
 
@@ -545,15 +553,17 @@ def test_missing_scorecard_heading(quotes_text, scorecard_text):
     err = _error(text)
     assert err.line == _line_of(text, "“") and "'Reviewer scorecard' heading" in str(err)
     lines = scorecard_text.split("\n")
-    text = "\n".join(lines[:lines.index("Decision")])
+    closing = lines.index("Weekly AI Tool Verdicts")
+    text = "\n".join(lines[:lines.index("Decision")] + lines[closing:])
     err = _error(text)
-    assert err.line == len(lines[:lines.index("Decision")]) and "'Reviewer scorecard'" in str(err)
+    assert err.line == _line_of(text, "Weekly AI Tool Verdicts")
+    assert "'Reviewer scorecard' heading after the tool cards" in str(err)
 
 
 def test_card_without_entry(quotes_text):
-    text = quotes_text.replace("Paid\nEntry\n", "")
+    text = quotes_text.replace("Freemium\nEntry\n", "")
     err = _error(text)
-    assert err.line == _line_of(text, "Anthropic's Files API") and "expected the entry" in str(err)
+    assert err.line == _line_of(text, "Murmur Notes records") and "expected the entry" in str(err)
 
 
 def test_stray_text_in_quotes_section():
@@ -574,6 +584,74 @@ def test_schema_errors_are_wrapped_with_field_and_line():
     text = _own_quotes().replace("Quillmate", long_name)
     err = _error(text)
     assert err.field.startswith("tools[0]") and err.line == _line_of(text, long_name, 1)
+
+
+# -- a page must be whole ---------------------------------------------------------------------
+
+
+def _last_line(text: str) -> int:
+    """1-based number of the last line with text on it."""
+    lines = re.split(r"\r\n|\r|\n", text)
+    return max(no for no, line in enumerate(lines, 1) if line.strip())
+
+
+@pytest.mark.parametrize("path", [SCORECARD_PAGE, QUOTES_PAGE], ids=["scorecard", "quotes"])
+def test_a_page_cut_short_is_refused_where_it_ends(path):
+    """A copy that stops early (30%, 35%, ... 95% of the page) never imports as a shorter page:
+    it is refused naming the line where it ends, unless only closing boilerplate is missing."""
+    text = PAGE_TEXTS[path.name]
+    full = parse_page(text)
+    closing = text.index("Weekly AI Tool Verdicts")
+    for percent in range(30, 100, 5):
+        cut = text[:len(text) * percent // 100]
+        try:
+            page = parse_page(cut, source="cut.txt")
+        except ContentImportError as exc:
+            assert exc.path == "cut.txt", percent
+            assert exc.line == _last_line(cut), (percent, str(exc))
+            assert "ends early" in exc.reason, (percent, str(exc))
+            continue
+        assert len(cut) > closing, f"the page cut at {percent}% was accepted"
+        assert page == full, percent
+
+
+def test_the_closing_section_is_what_tells_a_whole_page():
+    text = OWN_SCORECARD[:OWN_SCORECARD.index("Weekly AI Tool Verdicts")]
+    err = _error(text)
+    assert err.line == _last_line(text) and "ends early" in str(err)
+    assert "Weekly AI Tool Verdicts" in str(err)
+
+
+def test_a_missing_reviewer_is_refused(scorecard_text):
+    start = scorecard_text.index("Futurist\n")
+    end = scorecard_text.index("Weekly AI Tool Verdicts")
+    text = scorecard_text[:start] + scorecard_text[end:]
+    err = _error(text)
+    assert "expected 4 reviewers" in str(err) and "found 3" in str(err)
+    assert err.line == _line_of(text, "Newsletter writers are a real market")
+
+
+def test_quote_only_page_needs_four_pairs():
+    for pairs in (0, 1, 3, 5):
+        text = _own_quotes(pairs=pairs)
+        err = _error(text)
+        assert "4 reviewers" in str(err) or "more than 4" in str(err), (pairs, str(err))
+
+
+def test_a_score_line_needs_its_verdict(scorecard_text):
+    text = scorecard_text.replace("79/100 · ship", "79/100")
+    err = _error(text)
+    assert err.line == _line_of(text, "79/100") and "verdict" in str(err)
+
+
+def test_a_review_needs_its_text(scorecard_text):
+    text = scorecard_text.replace(
+        scorecard_text[scorecard_text.index("Every video-call suite"):
+                       scorecard_text.index("44/100 · skip")], "")
+    err = _error(text)
+    assert err.line == _line_of(text, "58/100 · skip") and "no text" in str(err)
+    err = _error(_own_quotes().replace("“Inkwell review 2.”", "“ ”"))
+    assert err.line == _line_of(_own_quotes(), "“Inkwell review 2.”") and "no text" in str(err)
 
 
 # -- nothing but ContentImportError escapes --------------------------------------------------
@@ -644,13 +722,11 @@ OPS = st.lists(st.tuples(st.sampled_from(["delete", "duplicate", "swap", "shuffl
                min_size=1, max_size=5)
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(p.name, marks=pytest.mark.skipif(p.name not in SEED_TEXTS, reason="seed missing"))
-    for p in (SCORECARD, QUOTES)])
+@pytest.mark.parametrize("name", list(PAGE_TEXTS))
 @settings(max_examples=100, deadline=None)
 @given(ops=OPS)
-def test_mutated_seed_pages_only_raise_import_errors(name, ops):
-    _parse_or_error(_mutate(SEED_TEXTS[name], ops))
+def test_mutated_fixture_pages_only_raise_import_errors(name, ops):
+    _parse_or_error(_mutate(PAGE_TEXTS[name], ops))
 
 
 @settings(max_examples=100, deadline=None)
