@@ -1,7 +1,8 @@
 """Reads comparison files (JSON, or page text) and stores them all-or-nothing.
 
 Every file of one call is parsed and validated before anything is written, and everything is
-written in one transaction: a bad file anywhere means nothing from that call lands.
+written in one transaction: a bad file anywhere means nothing from that call lands. That
+includes a file whose review is the beginning of the one already stored (a copy cut short).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from sqlalchemy.engine import Engine
 from digest.content.comparison import ComparisonIn
 from digest.database import session_scope
 from digest.errors import ContentImportError
-from digest.content.store import UpsertReport, upsert_comparisons
+from digest.content.store import ShortenedReview, UpsertReport, upsert_comparisons
 
 _MANY = TypeAdapter(list[ComparisonIn])
 
@@ -104,7 +105,15 @@ def import_paths(engine: Engine, paths: Sequence[Path], *,
     if published_at is not None and published_at.tzinfo is None:
         raise ContentImportError("--published-at needs a time zone, e.g. 2026-11-18T10:00:00Z")
     items: list[ComparisonIn] = []
+    origins: list[tuple[str, int | None]] = []  # per item: its file, its index in a list file
     for path in paths:
-        items.extend(parse_file(Path(path), published_at=published_at))
-    with session_scope(engine) as session:
-        return upsert_comparisons(session, items)
+        found = parse_file(Path(path), published_at=published_at)
+        origins.extend((str(path), i if len(found) > 1 else None) for i in range(len(found)))
+        items.extend(found)
+    try:
+        with session_scope(engine) as session:
+            return upsert_comparisons(session, items)
+    except ShortenedReview as exc:
+        source, index = origins[exc.item]
+        field = exc.field if index is None else f"[{index}].{exc.field}"
+        raise ContentImportError(exc.reason, path=source, field=field) from None

@@ -3,7 +3,8 @@
 Upserts by slug: re-importing a comparison or a tool updates it in place. A value the input does
 not know (a quote-only page has no scores, no community line, no "best for") never erases one the
 store already knows for the same tool, so importing both page variants of a tool keeps the most
-complete record.
+complete record. A re-import that would replace a stored review with the beginning of itself
+(the mark of a copy cut short) is refused: `ShortenedReview`, and the caller writes nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlmodel import Session, select
 from digest.content.comparison import ComparisonIn, ToolIn
 from digest.database import utcnow
 from digest.database.models import Comparison, Review, Tool
+from digest.errors import ContentImportError
 
 _TEXT_FIELDS = ("name", "category", "tagline", "description", "pricing", "entry", "best_for")
 
@@ -27,6 +29,36 @@ class UpsertReport:
     updated: list[str] = field(default_factory=list)
     tools_created: list[str] = field(default_factory=list)
     tools_updated: list[str] = field(default_factory=list)
+
+
+class ShortenedReview(ContentImportError):
+    """The input would cut a stored review down to its own beginning. `item` is the index of the
+    comparison in the input, `field` the review's text within it."""
+
+    def __init__(self, message: str, *, item: int, field: str) -> None:
+        super().__init__(message, field=field)
+        self.item = item
+
+
+def _words(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _refuse_shortened(tool: Tool, incoming: ToolIn, *, item: int, position: int) -> None:
+    """A shorter review that is the start of the stored one is a truncated copy, not an edit
+    anyone makes on purpose often enough to risk losing the rest silently."""
+    stored = {r.reviewer.lower(): r for r in tool.reviews}
+    for j, review in enumerate(incoming.reviews):
+        row = stored.get(review.reviewer.lower())
+        if row is None or not review.text:
+            continue
+        new, old = _words(review.text), _words(row.text)
+        if len(new) < len(old) and old.startswith(new):
+            raise ShortenedReview(
+                f"{review.reviewer}'s review of {tool.name} would shrink from {len(old)} to "
+                f"{len(new)} characters, and the new text is the beginning of the stored one: "
+                "the input looks cut short, so nothing was imported",
+                item=item, field=f"tools[{position}].reviews[{j}].text")
 
 
 def _merge_reviews(tool: Tool, incoming: ToolIn) -> None:
@@ -74,7 +106,7 @@ def upsert_comparisons(session: Session, items: Iterable[ComparisonIn], *,
     tools: dict[str, Tool] = {}
     seen_comparisons: dict[str, Comparison] = {}
 
-    def tool_for(data: ToolIn) -> Tool:
+    def tool_for(data: ToolIn, item: int, position: int) -> Tool:
         tool = tools.get(data.slug)
         if tool is None:
             tool = session.exec(select(Tool).where(Tool.slug == data.slug)).first()
@@ -85,11 +117,12 @@ def upsert_comparisons(session: Session, items: Iterable[ComparisonIn], *,
             else:
                 report.tools_updated.append(data.slug)
             tools[data.slug] = tool
+        _refuse_shortened(tool, data, item=item, position=position)
         _apply_tool(tool, data)
         return tool
 
-    for item in items:
-        tool_a, tool_b = tool_for(item.tools[0]), tool_for(item.tools[1])
+    for index, item in enumerate(items):
+        tool_a, tool_b = tool_for(item.tools[0], index, 0), tool_for(item.tools[1], index, 1)
         session.flush()
         comparison = seen_comparisons.get(item.slug) or session.exec(
             select(Comparison).where(Comparison.slug == item.slug)).first()

@@ -163,3 +163,52 @@ def test_page_reimport_without_date_keeps_published_at(engine):
     with Session(engine) as s:
         assert s.exec(select(Comparison)).unique().one().published_at == when
     assert _counts(engine) == (1, 2, 8)
+
+
+def _review_texts(engine) -> dict[tuple[str, str], str]:
+    with Session(engine) as s:
+        return {(r.tool.slug, r.reviewer): r.text for r in s.exec(select(Review)).all()}
+
+
+def test_a_page_cut_short_does_not_replace_the_whole_one(engine, tmp_path):
+    """The half page over the full one: refused, naming the file and where it ends."""
+    import_paths(engine, [SCORECARD_PAGE])
+    before = _review_texts(engine)
+    text = SCORECARD_PAGE.read_text(encoding="utf-8")
+    half = _write(tmp_path, "half.txt", text[:len(text) // 2])
+    with pytest.raises(ContentImportError, match="ends early") as info:
+        import_paths(engine, [half])
+    assert info.value.path == str(half) and info.value.line is not None
+    assert _review_texts(engine) == before
+
+
+def test_a_review_cut_to_its_beginning_is_refused(engine, tmp_path):
+    import_paths(engine, [SCORECARD_PAGE])
+    before = _review_texts(engine)
+    full = before[("murmur-notes", "Skeptic")]
+    text = SCORECARD_PAGE.read_text(encoding="utf-8")
+    cut = _write(tmp_path, "cut.txt", text.replace(full, "Every video-call suite"))
+    with pytest.raises(ContentImportError) as info:
+        import_paths(engine, [QUOTES_PAGE, cut])
+    err = info.value
+    assert (err.path, err.field) == (str(cut), "tools[0].reviews[1].text")
+    assert "Skeptic's review of Murmur Notes" in str(err) and "cut short" in str(err)
+    assert _counts(engine) == (1, 2, 8) and _review_texts(engine) == before
+    # Within one call too: the full page first, then the cut one.
+    with pytest.raises(ContentImportError, match="cut short"):
+        import_paths(engine, [SCORECARD_PAGE, cut])
+    # An edit that is not a cut-off copy of the stored text goes through.
+    edited = _write(tmp_path, "edited.txt", text.replace(full, "Skip: the suites caught up."))
+    import_paths(engine, [edited])
+    assert _review_texts(engine)[("murmur-notes", "Skeptic")] == "Skip: the suites caught up."
+
+
+def test_a_json_review_cut_to_its_beginning_names_the_item(engine, tmp_path):
+    import_paths(engine, [_write(tmp_path, "one.json", [_comparison("alpha", "beta")])])
+    cut = _comparison("alpha", "beta")
+    cut["tools"][1]["reviews"][3]["text"] = "Futurist"
+    path = _write(tmp_path, "two.json", [_comparison("gamma", "delta"), cut])
+    with pytest.raises(ContentImportError) as info:
+        import_paths(engine, [path])
+    assert (info.value.path, info.value.field) == (str(path), "[1].tools[1].reviews[3].text")
+    assert _counts(engine) == (1, 2, 8)
