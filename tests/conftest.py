@@ -22,8 +22,6 @@ from digest.database import make_engine, upgrade
 from digest.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
-SEEDS = SHARED / "seeds"
 PG_URL = os.environ.get("DIGEST_TEST_DATABASE_URL")
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]

@@ -41,9 +41,10 @@ def shared_material(*parts: str) -> Path:
     base = shared_dir()
     what = "/".join(parts)
     if base is None:
-        pytest.skip(f"reference {what} lives outside the repository: set DIGEST_SHARED_DIR to the "
-                    f"folder holding it (.ci/run uses ../shared)")
+        pytest.skip(f"{what}/ is reference material kept outside the repository: set "
+                    "DIGEST_SHARED_DIR to the folder holding it (.ci/run uses ../shared)")
     path = base.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"reference {what} not found in {base} (DIGEST_SHARED_DIR)")
+        pytest.skip(f"{what}/ not found in {base} (DIGEST_SHARED_DIR): reference material kept "
+                    "outside the repository")
     return path

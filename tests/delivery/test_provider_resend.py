@@ -1,5 +1,6 @@
 """Resend against a loopback server answering as `/emails/batch` does in permissive mode;
-every request is validated against Resend's published OpenAPI document."""
+every request is checked against the documented request shape (`provider_shapes`), and against
+Resend's published OpenAPI document in `test_provider_specs.py`."""
 
 from __future__ import annotations
 
@@ -8,14 +9,12 @@ from functools import partial
 
 import pytest
 
-from conftest import SHARED
 from digest.errors import PermanentProviderError, TransientProviderError, UncertainProviderError
 from digest.delivery.providers.resend import ResendProvider, idempotency_key
-from fakeserver import Recorded, Reply, fake_server, validate_request  # noqa: F401  (fixture)
+from fakeserver import Recorded, Reply, fake_server  # noqa: F401  (fixture)
 from provider_samples import ISSUE, letter, recipients
+from provider_shapes import check_shape
 
-SPEC = SHARED / "provider-specs" / "resend" / "resend.yaml"
-HOST = "https://api.resend.com"
 TOKEN = "re_test_key"
 
 
@@ -51,7 +50,7 @@ def test_batch_payload_headers_and_ids(fake_server):
                                                            ("sent", "re-2")]
     assert p.last_rate_limit.remaining == 4
     (req,) = fake_server.requests
-    validate_request(SPEC, req, host_url=HOST)
+    check_shape("resend", req)
     assert (req.method, req.route) == ("POST", "/emails/batch")
     assert req.header("authorization") == f"Bearer {TOKEN}"
     assert req.header("idempotency-key") == "2026-W47:batch:000001"
@@ -69,11 +68,33 @@ def test_batch_payload_headers_and_ids(fake_server):
     assert emails[1]["to"] == ['"Ann & Bob <Co>" <reader1@inbox.example>']
 
 
+def test_shape_check_catches_what_resend_refuses():
+    """The check itself: no `to`, tags in a batch, more than 100 emails, a long key."""
+    from provider_shapes import shape_problems
+
+    headers = {"content-type": "application/json", "authorization": "Bearer x"}
+    email = {"from": "a@example.com", "to": ["b@example.com"], "subject": "s", "text": "t"}
+
+    def problems(body, **extra) -> list[str]:
+        import json
+
+        return shape_problems("resend", Recorded("POST", "/emails/batch", {**headers, **extra},
+                                                 json.dumps(body).encode(), ("127.0.0.1", 1)))
+
+    assert problems([email]) == []
+    no_to = {k: v for k, v in email.items() if k != "to"}
+    assert problems([no_to]) == ["0: 'to' is a required property"]
+    assert any("tags" in p for p in problems([{**email, "tags": [{"name": "a", "value": "b"}]}]))
+    assert any("too long" in p for p in problems([email] * 101))
+    assert problems([email], **{"idempotency-key": "k" * 257}) == [
+        "Idempotency-Key of 257 characters (1-256)"]
+
+
 def test_errors_by_index_reject_only_those(fake_server):
     fake_server.script(permissive({1: "Invalid `to` field.", 3: "Invalid `to` field."}))
     with provider(fake_server) as p:
         outcomes = p.send_batch(letter(), recipients(5), batch_key="k-2")
-    validate_request(SPEC, fake_server.requests[0], host_url=HOST)
+    check_shape("resend", fake_server.requests[0])
     assert [(o.status, o.message_id) for o in outcomes] == [
         ("sent", "re-0"), ("rejected", None), ("sent", "re-2"), ("rejected", None),
         ("sent", "re-4")]
@@ -160,7 +181,7 @@ def test_hundred_is_the_limit(fake_server):
                                 batch_key="k-9")) == 100
         with pytest.raises(ValueError, match="100"):
             p.send_batch(letter(), [recipient(i) for i in range(101)], batch_key="k-10")
-    validate_request(SPEC, fake_server.requests[0], host_url=HOST)
+    check_shape("resend", fake_server.requests[0])
 
 
 def test_registry_builds_resend_and_sendgrid(tmp_path, monkeypatch):
