@@ -2,7 +2,9 @@
 
 Import reads and checks the whole file first (pure: `parse_csv`), then writes every valid row in
 the caller's one transaction (`import_rows`), so a bad row is reported by its line number and a
-database error leaves nothing half-written. Import only ever moves an address *forward*
+database error leaves nothing half-written. A damaged file (a quote that runs over a line break,
+usually an unclosed one that swallows the rows after it) imports nothing at all: which rows it
+hid cannot be known, so the error names the lines it spans. Import only ever moves an address *forward*
 (pending -> active -> unsubscribed -> bounced -> complained): an old list can never re-subscribe
 someone who left, bounced or complained, nor re-add an erased address.
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,10 +42,14 @@ _STAMP = {"active": "confirmed_at", "unsubscribed": "unsubscribed_at", "bounced"
           "complained": "complained_at"}
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _CHUNK = 500
+# An address inside a name: a shifted column, or a quote that ran on over the next row.
+_ADDRESS_IN_TEXT = re.compile(r"[^\s@,;<>\"']+@[^\s@,;<>\"']+\.[^\W\d_]{2,}")
+_DAMAGE_SHOWN = 5
 
 
 class CsvFormatError(SubscriberError):
-    """The file as a whole cannot be read (encoding, header); nothing was imported."""
+    """The file as a whole cannot be read (encoding, header, a damaged quote); nothing was
+    imported."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +108,7 @@ def _unescape_formula(value: str) -> str:
 
 def parse_csv(lines: Iterable[str], *, source: str = "<csv>") -> ParsedCsv:
     """Check every row; return the valid ones (duplicates merged) and a problem per bad line."""
-    reader = csv.reader(lines)
+    reader = csv.reader(_each_line_ended(lines))
     try:
         header = next(reader)
     except StopIteration:
@@ -121,6 +128,7 @@ def parse_csv(lines: Iterable[str], *, source: str = "<csv>") -> ParsedCsv:
                                         and n not in EXPORT_COLUMNS])
     first_line: dict[str, int] = {}
     by_email: dict[str, ImportRow] = {}
+    damage: list[str] = []
     while True:
         line = reader.line_num + 1
         try:
@@ -128,7 +136,14 @@ def parse_csv(lines: Iterable[str], *, source: str = "<csv>") -> ParsedCsv:
         except StopIteration:
             break
         except csv.Error as exc:
-            parsed.errors.append(RowProblem(line, f"unreadable CSV: {exc}"))
+            # e.g. a field over the csv module's size limit: a quote open for thousands of rows
+            end = reader.line_num
+            damage.append(f"{f'lines {line}-{end}' if end > line else f'line {line}'}: "
+                          f"unreadable CSV: {exc}{' (an unclosed quote?)' if end > line else ''}")
+            continue
+        broken = next((i for i, c in enumerate(record) if "\n" in c or "\r" in c), None)
+        if broken is not None:
+            damage.append(_runaway_quote(line, reader.line_num, _column(names, broken)))
             continue
         if not record or all(not cell.strip() for cell in record):
             continue
@@ -147,6 +162,11 @@ def parse_csv(lines: Iterable[str], *, source: str = "<csv>") -> ParsedCsv:
         except (InvalidEmail, InvalidName) as exc:
             parsed.errors.append(RowProblem(line, str(exc)))
             continue
+        if name and (found := _ADDRESS_IN_TEXT.search(name)):
+            parsed.errors.append(RowProblem(
+                line, f"the name {name!r} contains an email address ({found.group()}): is a "
+                      "column shifted or a quote misplaced?"))
+            continue
         status = cell("status").lower() or DEFAULT_STATUS
         if status not in STATUSES:
             parsed.errors.append(RowProblem(
@@ -164,8 +184,34 @@ def parse_csv(lines: Iterable[str], *, source: str = "<csv>") -> ParsedCsv:
             continue
         first_line[email] = line
         by_email[email] = row
+    if damage:
+        more = len(damage) - _DAMAGE_SHOWN
+        raise CsvFormatError(
+            f"{source}: " + "; ".join(damage[:_DAMAGE_SHOWN])
+            + (f"; and {more} more damaged place(s)" if more > 0 else "")
+            + ". A field may not run over a line break. Nothing was imported: fix the file and "
+              "import it again")
     parsed.rows = list(by_email.values())
     return parsed
+
+
+def _each_line_ended(lines: Iterable[str]) -> Iterator[str]:
+    """The lines as given, the last one ended too: then a quote left open at the end of the file
+    shows as a field holding a line break, like any other runaway quote."""
+    for line in lines:
+        yield line if line.endswith(("\n", "\r")) else line + "\n"
+
+
+def _column(names: list[str], index: int) -> str:
+    return repr(names[index]) if index < len(names) and names[index] else f"column {index + 1}"
+
+
+def _runaway_quote(start: int, end: int, column: str) -> str:
+    """Where a quoted field took in a line break: usually an unclosed quote."""
+    if end > start:
+        return (f"lines {start}-{end}: the {column} field opens a quote on line {start} that runs "
+                f"on to line {end}, taking in the line(s) after it (an unclosed quote?)")
+    return f"line {start}: the {column} field opens a quote that is never closed"
 
 
 def _new_subscriber(row: ImportRow, at: dt.datetime) -> Subscriber:

@@ -129,6 +129,70 @@ def test_a_file_that_cannot_be_read_imports_nothing(session, tmp_path):
     assert statuses(session) == {}
 
 
+UNCLOSED = (
+    "email,name,status\n"                # 1
+    "ok1@example.com,Ann,active\n"       # 2
+    "ok2@example.com,Bo,active\n"        # 3
+    'ok3@example.com,"Unclosed,active\n'  # 4: the quote opened here never closes
+    "ok4@example.com,x,active\n"         # 5
+    "ok5@example.com,y,active\n"         # 6
+)
+
+
+def _refused(session, path) -> str:
+    with pytest.raises(csvio.CsvFormatError) as info:
+        csvio.import_csv(session, path, at=T0)
+    session.rollback()
+    assert statuses(session) == {}  # nothing at all, not even the rows before the damage
+    return str(info.value)
+
+
+def test_an_unclosed_quote_imports_nothing_and_names_the_lines(session, tmp_path):
+    message = _refused(session, write(tmp_path, UNCLOSED))
+    assert "list.csv: lines 4-6:" in message
+    assert "'name'" in message and "quote" in message and "Nothing was imported" in message
+
+
+def test_a_quote_closed_rows_later_names_the_swallowed_span(session, tmp_path):
+    text = UNCLOSED + 'ok6@example.com,"Dee",active\n' + "ok7@example.com,z,active\n"
+    # the quote of line 4 is closed by the first quote of line 7; line 7 goes on unquoted
+    message = _refused(session, write(tmp_path, text))
+    assert "lines 4-7:" in message and "line 8" not in message
+
+
+def test_an_unclosed_quote_on_the_last_line_is_refused(session, tmp_path):
+    for ending in ("\n", ""):
+        text = 'email,name\nann@example.com,Ann\nbo@example.com,"Bo' + ending
+        assert "line 3:" in _refused(session, write(tmp_path, text))
+
+
+def test_an_unclosed_quote_over_thousands_of_rows_is_refused(session, tmp_path):
+    rows = "".join(f"p{i}@example.com,Name {i},active\n" for i in range(8000))
+    message = _refused(session, write(tmp_path, UNCLOSED + rows))
+    assert "lines 4-" in message and "unclosed quote" in message
+
+
+def test_a_name_with_a_line_break_is_refused(session, tmp_path):
+    text = 'email,name,status\nann@example.com,Ann,active\nbo@example.com,"Bo\nBaker",active\n'
+    message = _refused(session, write(tmp_path, text))
+    assert "lines 3-4:" in message and "'name'" in message
+
+
+def test_an_address_inside_a_name_or_a_list_of_addresses_is_an_invalid_row(session, tmp_path):
+    path = write(tmp_path, (
+        "email,name,status\n"
+        "ann@example.com,Ann,active\n"                          # 2
+        'bo@example.com,"Bo ok4@example.com,x,active",active\n'  # 3: an address in the name
+        '"cy@example.com, dee@example.com",Cy,active\n'         # 4: two addresses
+        "eve@example.com;fay@example.com,Eve,active\n"          # 5
+    ))
+    report = csvio.import_csv(session, path, at=T0)
+    session.commit()
+    assert [p.line for p in report.errors] == [3, 4, 5]
+    assert "contains an email address" in report.errors[0].message
+    assert statuses(session) == {"ann@example.com": "active"}
+
+
 def test_import_leaves_committing_to_the_caller(engine, tmp_path):
     """One transaction: when the unit of work fails after the rows were written, none remain."""
     path = write(tmp_path, "email\n" + "".join(f"p{i}@example.org\n" for i in range(1200)))
