@@ -184,8 +184,8 @@ class _Parser:
         names = self._title(title, body)
         if stop is None:
             last = lines[-1]
-            self.fail(f"the page ends early, at line {last.no} ({_snip(last.text, 40)!r}): a whole "
-                      "page goes on after the reviews to the 'Weekly AI Tool Verdicts' box or the "
+            self.fail(f"the page ends early, after {_snip(last.text, 40)!r}: a whole page goes "
+                      "on after the reviews to the 'Weekly AI Tool Verdicts' box or the "
                       "'Bookmarks' panel; copy it down to there", last)
 
         decision_at = reviews_at = None
