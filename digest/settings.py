@@ -6,6 +6,7 @@ is planned, not in the middle of a send.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from functools import lru_cache
 from urllib.parse import urlsplit
@@ -65,6 +66,9 @@ class Settings(BaseSettings):
     site_name: str = "Weekly AI Tool Verdicts"
     rate_limit: float = Field(0.0, ge=0, description="messages per second per provider; 0 = none")
     preview_public: bool = False
+    # Reverse proxies whose X-Forwarded-For / Forwarded headers are believed (digest.web.access):
+    # comma-separated IPs or CIDRs. None by default: such headers from anyone else are ignored.
+    trusted_proxies: str = ""
 
     @field_validator("provider")
     @classmethod
@@ -113,6 +117,20 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown deadline rule {value!r}; choose end-of-day (the end of the "
                              "day the issue was due) or hours (DIGEST_SEND_DEADLINE_HOURS after)")
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: str) -> str:
+        networks = []
+        for entry in (part.strip() for part in value.split(",")):
+            if not entry:
+                continue
+            try:
+                networks.append(str(ipaddress.ip_network(entry, strict=False)))
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or a CIDR network "
+                                 "(e.g. 10.0.0.5 or 10.0.0.0/8)") from None
+        return ",".join(networks)
 
     @field_validator("base_url")
     @classmethod

@@ -43,6 +43,12 @@ HONEYPOT_FIELD = "website"  # hidden from people; bots fill every field they fin
 SendConfirmation = Callable[[str, "str | None", str], None]
 LoadIssueHtml = Callable[[str, int], "str | None"]
 Clock = Callable[[], dt.datetime]
+ClientKey = Callable[[Request], str]
+
+
+def socket_peer(request: Request) -> str:
+    """The default client key: the address the connection came from."""
+    return request.client.host if request.client else "unknown"
 
 _PRIVATE_HEADERS = {
     "Cache-Control": "no-store",
@@ -101,11 +107,14 @@ def create_router(*, sessions: Engine | Callable[[], Session], links: Links,
                   send_confirmation: SendConfirmation, load_issue_html: LoadIssueHtml,
                   templates_dir: str | Path, clock: Clock = storage.utcnow,
                   site_name: str = "Weekly digest", postal_address: str = "",
-                  rate_limiter: RateLimiter | None = None) -> APIRouter:
+                  rate_limiter: RateLimiter | None = None,
+                  client_key: ClientKey = socket_peer) -> APIRouter:
     """The audience's routes, wired to the collaborators given.
 
     `sessions` is an engine or a zero-argument session factory; `clock` returns aware datetimes
     and drives both the timestamps and the default rate limit (5 signups per client per 10 min).
+    `client_key(request)` names the client the rate limit counts against: the socket's peer by
+    default; an app behind a reverse proxy passes one that knows which proxies to believe.
     """
     new_session = _session_factory(sessions)
     limiter = rate_limiter or RateLimiter(5, 600.0, lambda: clock().timestamp())
@@ -232,8 +241,7 @@ def create_router(*, sessions: Engine | Callable[[], Session], links: Links,
     @router.post("/subscribe")
     async def subscribe(request: Request, background: BackgroundTasks) -> Response:
         as_json = "json" in request.headers.get("content-type", "").lower()
-        client = request.client.host if request.client else "unknown"
-        wait = limiter.hit(client)
+        wait = limiter.hit(client_key(request))
         if wait is not None:
             return refused(as_json, 429, "Too many signup attempts from your network. Please try "
                                          "again in a few minutes.", retry_after=wait)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import RedirectResponse
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
@@ -15,6 +16,7 @@ from digest.edition.render import templates_root
 from digest.database.models import Issue
 from digest.edition.personalize import NAME, UNSUBSCRIBE_URL, VIEW_URL, VOTE_URL, SplitTemplate
 from digest.settings import Settings
+from digest.web.access import OperatorOnly, client_address, require_operator
 from digest.web.archive import create_router as create_archive_router
 from digest.web.votes import create_router as create_vote_router
 from digest.web.webhooks import make_router as make_webhook_router
@@ -49,11 +51,24 @@ def issue_loader(engine: Engine, links: Links) -> Callable[[str, int], str | Non
     return load
 
 
+def rate_limit_key(settings: Settings) -> Callable[[Request], str]:
+    """The rate limiters' client key (signups, votes): the real client behind the trusted proxies, so one
+    proxy's address does not put every visitor in one bucket, and a forged X-Forwarded-For
+    does not buy a fresh one."""
+
+    def key(request: Request) -> str:
+        address = client_address(request, settings)
+        return str(address) if address is not None else "unknown"
+
+    return key
+
+
 def create_app(settings: Settings, engine: Engine, *, public: bool = False,
                clock: Callable[[], dt.datetime] = utcnow,
                rate_limiter: RateLimiter | None = None) -> FastAPI:
     """The FastAPI app. `public` (listening beyond localhost) makes a real secret mandatory:
-    `settings.signing_key` raises ConfigurationError here, before anything is served. `clock`
+    `settings.signing_key` raises ConfigurationError here, before anything is served; it does
+    not decide who sees operator pages, each request does (`digest.web.access`). `clock`
     drives timestamps, token ages and the signup rate limit (tests pass a fake one)."""
     signer = Signer(settings.signing_key(public=public), clock=lambda: clock().timestamp())
     links = Links(settings.base_url, signer)
@@ -68,15 +83,26 @@ def create_app(settings: Settings, engine: Engine, *, public: bool = False,
         site_name=settings.site_name,
         postal_address=settings.postal_address,
         rate_limiter=rate_limiter,
+        client_key=rate_limit_key(settings),
     ))
     app.include_router(make_webhook_router(settings, engine,
                                            clock=lambda: clock().timestamp()))
     app.include_router(create_archive_router(settings, engine, clock=clock))
-    app.include_router(create_vote_router(settings, engine, signer, clock=clock))
-    if not public or settings.preview_public:
-        # Operators' preview shows unsent content: local only unless DIGEST_PREVIEW_PUBLIC=true.
-        from digest.web.preview import create_app as create_preview
+    app.include_router(create_vote_router(settings, engine, signer, clock=clock,
+                                          client_key=rate_limit_key(settings)))
+    # Operators' preview shows unsent content: decided per request (digest.web.access), so a
+    # reverse proxy's loopback connection does not make a visitor an operator. Everyone else
+    # gets 404 unless DIGEST_PREVIEW_PUBLIC=true.
+    from digest.web.preview import create_app as create_preview
 
-        app.mount("/preview", create_preview(engine, settings, clock=clock, root="/preview"))
+    preview_guard = require_operator(settings, public=settings.preview_public)
+
+    @app.get("/preview", include_in_schema=False, dependencies=[Depends(preview_guard)])
+    def preview_root() -> RedirectResponse:
+        return RedirectResponse("/preview/", status_code=307)
+
+    app.mount("/preview", OperatorOnly(create_preview(engine, settings, clock=clock,
+                                                      root="/preview"),
+                                       settings, public=settings.preview_public))
     app.state.settings, app.state.engine, app.state.links = settings, engine, links
     return app

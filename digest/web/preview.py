@@ -151,7 +151,12 @@ def create_app(engine: Engine, settings: Settings, *,
 
 
 def serve(engine: Engine, settings: Settings, *, port: int, host: str = "127.0.0.1") -> None:
-    """Run the preview site until interrupted. Loopback only: it shows unsent content."""
+    """Run the preview site until interrupted. It shows unsent content, so each request is
+    checked like the web app's `/preview` (local operators only, unless DIGEST_PREVIEW_PUBLIC),
+    with proxy headers believed only from DIGEST_TRUSTED_PROXIES, not uvicorn's own list."""
     import uvicorn
 
-    uvicorn.run(create_app(engine, settings), host=host, port=port, log_level="warning")
+    from digest.web.access import OperatorOnly
+
+    site = OperatorOnly(create_app(engine, settings), settings, public=settings.preview_public)
+    uvicorn.run(site, host=host, port=port, log_level="warning", proxy_headers=False)
