@@ -2,9 +2,14 @@
 
 A provider module exposes `verify_and_parse(body, headers, *, secret, now)`: it checks
 authenticity over the raw bytes first (nothing is parsed before that), then maps the provider's
-own event names through a table to `ProviderEvent`s. Anything forged, stale or malformed raises
+own event names through a table to `ProviderEvent`s. Anything forged, stale or not JSON raises
 `WebhookRejected` (the route answers 400 and changes nothing); a secret that cannot work raises
 `ConfigurationError` (503, so the provider retries once the operator has fixed it).
+
+One genuine event that cannot be read (an address that is a number, a list or an object; an
+event that is not an object) does not fail its request: the provider would retry the whole
+request forever, and the good events batched with it would never apply. It becomes a
+`ProviderEvent` with `malformed` set (see `skipped`), which changes nothing and is counted.
 """
 
 from __future__ import annotations
@@ -31,11 +36,14 @@ class ProviderEvent:
     # A second id for the signed request itself, where the signature does not cover the event
     # (Mailgun signs only timestamp + token): seen once, any request carrying it is a replay.
     replay_key: str | None = None
+    # Why the event could not be read, naming fields and types only (it is logged): such an
+    # event is skipped and counted, never applied.
+    malformed: str | None = None
 
     @property
     def actionable(self) -> bool:
         """Whether this event changes a subscriber: hard bounces, complaints, unsubscribes."""
-        if not self.email:
+        if not self.email or self.malformed:
             return False
         if self.kind == "bounced":
             return self.hard
@@ -48,6 +56,36 @@ class WebhookRejected(Exception):
 
 class StaleWebhook(WebhookRejected):
     """Signed too long ago (or in the future): a captured request being replayed."""
+
+
+class MalformedEvent(Exception):
+    """One event of a genuine request cannot be read. The message names the field and the type
+    found, never the value (it may be someone's address), because it goes to the log."""
+
+
+def skipped(provider: str, reason: str, *, replay_key: str | None = None) -> ProviderEvent:
+    """The stand-in for an event that could not be read: counted, logged, never applied."""
+    return ProviderEvent(provider, "", "other", None, replay_key=replay_key, malformed=reason)
+
+
+def address(value: object, field: str) -> str | None:
+    """An address field: a string, or absent. Anything else makes the event malformed."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise MalformedEvent(f"{field} is {_kind_of(value)}, not a string")
+    return value
+
+
+def text(value: object) -> str | None:
+    """A name looked up in a table (an event or bounce type, an issue key): a non-string reads
+    as unknown, as an unknown name would."""
+    return value if isinstance(value, str) else None
+
+
+def _kind_of(value: object) -> str:
+    return {dict: "an object", list: "a list", bool: "a boolean", int: "a number",
+            float: "a number"}.get(type(value), type(value).__name__)
 
 
 def check_timestamp(raw: object, now: float, tolerance: float = TOLERANCE) -> float:

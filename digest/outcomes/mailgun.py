@@ -15,8 +15,9 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 
-from digest.outcomes.base import (ProviderEvent, WebhookRejected, check_timestamp, derived_id,
-                                  from_epoch, load_json)
+from digest.outcomes.base import (MalformedEvent, ProviderEvent, WebhookRejected, address,
+                                  check_timestamp, derived_id, from_epoch, load_json, skipped,
+                                  text)
 
 PROVIDER = "mailgun"
 SUPPRESSED = {"suppress-bounce": ("bounced", True), "suppress-complaint": ("complained", False),
@@ -37,10 +38,19 @@ def verify(payload: object, secret: str, now: float) -> dict:
 
 
 def parse(payload: dict, signature: dict) -> list[ProviderEvent]:
-    data = payload.get("event-data")
+    # Even an unreadable event keeps its request's token: the signature does not cover the
+    # event, so an unremembered token could be replayed with other data.
+    replay_key = f"token:{signature['token']}"
+    try:
+        return [_event(payload.get("event-data"), signature, replay_key)]
+    except MalformedEvent as exc:
+        return [skipped(PROVIDER, str(exc), replay_key=replay_key)]
+
+
+def _event(data: object, signature: dict, replay_key: str) -> ProviderEvent:
     if not isinstance(data, dict):
-        raise WebhookRejected("no event-data object")
-    name = data.get("event")
+        raise MalformedEvent("event-data is not a JSON object")
+    name = text(data.get("event"))
     kind, hard = "other", False
     if name == "failed":
         reason = str(data.get("reason", ""))
@@ -53,11 +63,11 @@ def parse(payload: dict, signature: dict) -> list[ProviderEvent]:
     elif name == "unsubscribed":
         kind = "unsubscribed"
     variables = data.get("user-variables") if isinstance(data.get("user-variables"), dict) else {}
-    event_id = data.get("id") or derived_id(name, data.get("recipient"), data.get("timestamp"),
+    recipient = address(data.get("recipient"), "recipient")
+    event_id = data.get("id") or derived_id(name, recipient, data.get("timestamp"),
                                             signature.get("token"))
-    return [ProviderEvent(PROVIDER, str(event_id), kind, data.get("recipient"),
-                          variables.get("issue"), hard, from_epoch(data.get("timestamp")),
-                          replay_key=f"token:{signature['token']}")]
+    return ProviderEvent(PROVIDER, str(event_id), kind, recipient, text(variables.get("issue")),
+                         hard, from_epoch(data.get("timestamp")), replay_key=replay_key)
 
 
 def verify_and_parse(body: bytes, headers: Mapping[str, str], *, secret: str,

@@ -15,8 +15,8 @@ import hmac
 from collections.abc import Mapping
 
 from digest.errors import ConfigurationError
-from digest.outcomes.base import (ProviderEvent, WebhookRejected, derived_id, from_iso,
-                                  load_json)
+from digest.outcomes.base import (MalformedEvent, ProviderEvent, WebhookRejected, address,
+                                  derived_id, from_iso, load_json, skipped, text)
 
 PROVIDER = "postmark"
 HARD_BOUNCES = frozenset({"HardBounce", "BadEmailAddress"})
@@ -42,13 +42,20 @@ def verify(headers: Mapping[str, str], secret: str) -> None:
 
 def parse(body: bytes) -> list[ProviderEvent]:
     record = load_json(body)
+    try:
+        return [_event(record, body)]
+    except MalformedEvent as exc:
+        return [skipped(PROVIDER, str(exc))]
+
+
+def _event(record: object, body: bytes) -> ProviderEvent:
     if not isinstance(record, dict):
-        raise WebhookRejected("expected one JSON object")
-    record_type = record.get("RecordType")
+        raise MalformedEvent("the body is not one JSON object")
+    record_type = text(record.get("RecordType"))
     metadata = record.get("Metadata") if isinstance(record.get("Metadata"), dict) else {}
-    issue = metadata.get("issue") or record.get("Tag") or None
+    issue = text(metadata.get("issue")) or text(record.get("Tag")) or None
     if record_type in ("Bounce", "SpamComplaint"):
-        bounce_type = record.get("Type")
+        bounce_type = text(record.get("Type"))
         if record_type == "SpamComplaint" or bounce_type == "SpamComplaint":
             kind, hard = "complained", False
         elif bounce_type in HARD_BOUNCES:
@@ -59,20 +66,23 @@ def parse(body: bytes) -> list[ProviderEvent]:
             kind, hard = "unsubscribed", False
         else:
             kind, hard = "other", False
-        return [ProviderEvent(PROVIDER, f"{record_type}:{record.get('ID')}"
-                              if record.get("ID") is not None
-                              else derived_id(record_type, body), kind, record.get("Email"),
-                              issue, hard, from_iso(record.get("BouncedAt")))]
+        return ProviderEvent(PROVIDER, f"{record_type}:{record.get('ID')}"
+                             if record.get("ID") is not None
+                             else derived_id(record_type, body), kind,
+                             address(record.get("Email"), "Email"), issue, hard,
+                             from_iso(record.get("BouncedAt")))
     if record_type == "SubscriptionChange":
         kind, hard = "other", False
         if record.get("SuppressSending"):
-            kind, hard = SUPPRESSION_KINDS.get(record.get("SuppressionReason"), ("other", False))
+            kind, hard = SUPPRESSION_KINDS.get(text(record.get("SuppressionReason")),
+                                               ("other", False))
         event_id = derived_id(record_type, record.get("MessageID"), record.get("Recipient"),
                               record.get("ChangedAt"), record.get("SuppressSending"))
-        return [ProviderEvent(PROVIDER, event_id, kind, record.get("Recipient"), issue, hard,
-                              from_iso(record.get("ChangedAt")))]
-    return [ProviderEvent(PROVIDER, derived_id(record_type, body), "other",
-                          record.get("Recipient") or record.get("Email"), issue)]
+        return ProviderEvent(PROVIDER, event_id, kind, address(record.get("Recipient"),
+                                                               "Recipient"),
+                             issue, hard, from_iso(record.get("ChangedAt")))
+    return ProviderEvent(PROVIDER, derived_id(record_type, body), "other",
+                         text(record.get("Recipient")) or text(record.get("Email")), issue)
 
 
 def verify_and_parse(body: bytes, headers: Mapping[str, str], *, secret: str,

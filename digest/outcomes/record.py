@@ -36,6 +36,7 @@ class Recorded:
     applied: int  # events new to us that changed a subscriber
     duplicates: int  # replays, ignored
     ignored: int  # not actionable (soft bounces, opens, ...), not stored
+    malformed: int = 0  # genuine but unreadable (an address that is not a string): skipped
 
 
 def _email_hash(email: str) -> str:
@@ -64,10 +65,11 @@ def _keys(event: ProviderEvent) -> list[str]:
 def record_events(engine: Engine, events: Sequence[ProviderEvent], *,
                   now: dt.datetime) -> Recorded:
     """Store and apply the events not seen before, all in one transaction."""
+    malformed = sum(1 for e in events if e.malformed)
     candidates = [e for e in events if _keys(e)]
-    ignored = sum(1 for e in events if not e.actionable and not _keys(e))
+    ignored = sum(1 for e in events if not e.actionable and not e.malformed and not _keys(e))
     if not candidates:
-        return Recorded(len(events), 0, 0, ignored)
+        return Recorded(len(events), 0, 0, ignored, malformed)
     provider = candidates[0].provider
     for attempt in (1, 2):
         try:
@@ -80,9 +82,12 @@ def record_events(engine: Engine, events: Sequence[ProviderEvent], *,
                         WebhookEvent.provider == provider,
                         WebhookEvent.event_id.in_(chunk))))  # type: ignore[attr-defined]
                 new: list[ProviderEvent] = []
+                duplicates = 0
                 for event in candidates:
                     keys = _keys(event)
                     if seen.intersection(keys):
+                        if not event.malformed:  # a malformed one is counted as such
+                            duplicates += 1
                         continue
                     seen.update(keys)  # a repeat within this request is a duplicate too
                     new.append(event)
@@ -98,9 +103,8 @@ def record_events(engine: Engine, events: Sequence[ProviderEvent], *,
                     bool(apply_provider_event(session, event.email, event.kind,
                                               at=event.occurred_at or now))
                     for event in new if event.actionable)
-            duplicates = len(candidates) - len(new)
-            ignored_now = sum(1 for e in new if not e.actionable)
-            return Recorded(len(events), applied, duplicates, ignored + ignored_now)
+            ignored_now = sum(1 for e in new if not e.actionable and not e.malformed)
+            return Recorded(len(events), applied, duplicates, ignored + ignored_now, malformed)
         except IntegrityError:
             if attempt == 2:
                 raise

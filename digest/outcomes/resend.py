@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from email.utils import parseaddr
 
 from digest.errors import ConfigurationError
-from digest.outcomes.base import (ProviderEvent, WebhookRejected, check_timestamp, from_iso,
-                                  load_json)
+from digest.outcomes.base import (MalformedEvent, ProviderEvent, WebhookRejected, address,
+                                  check_timestamp, from_iso, load_json, skipped, text)
 
 PROVIDER = "resend"
 PREFIX = "whsec_"
@@ -57,19 +57,26 @@ def _issue(data: dict) -> str | None:
     if isinstance(headers, list):  # [{name, value}], as Resend echoes custom headers
         for header in headers:
             if isinstance(header, dict) and str(header.get("name", "")).lower() == "x-digest-issue":
-                return header.get("value")
+                return text(header.get("value"))
     if isinstance(headers, dict):
         for name, value in headers.items():
             if name.lower() == "x-digest-issue":
-                return value
+                return text(value)
     return None
 
 
 def parse(body: bytes, event_id: str) -> list[ProviderEvent]:
     payload = load_json(body)
+    try:
+        return [_event(payload, event_id)]
+    except MalformedEvent as exc:
+        return [skipped(PROVIDER, str(exc))]
+
+
+def _event(payload: object, event_id: str) -> ProviderEvent:
     if not isinstance(payload, dict) or not isinstance(payload.get("data"), dict):
-        raise WebhookRejected("expected {type, created_at, data}")
-    data, name = payload["data"], payload.get("type")
+        raise MalformedEvent("expected {type, created_at, data} with data an object")
+    data, name = payload["data"], text(payload.get("type"))
     kind, hard = "other", False
     if name == "email.bounced":
         bounce = data.get("bounce") if isinstance(data.get("bounce"), dict) else {}
@@ -77,10 +84,12 @@ def parse(body: bytes, event_id: str) -> list[ProviderEvent]:
     elif name == "email.complained":
         kind = "complained"
     to = data.get("to")
-    first = to[0] if isinstance(to, list) and to else to if isinstance(to, str) else None
+    if isinstance(to, list):  # the recipients, one for our mail; a bare string is read too
+        to = to[0] if to else None
+    first = address(to, "to")
     email = parseaddr(first)[1] or None if first else None
-    return [ProviderEvent(PROVIDER, event_id, kind, email, _issue(data), hard,
-                          from_iso(payload.get("created_at")))]
+    return ProviderEvent(PROVIDER, event_id, kind, email, _issue(data), hard,
+                         from_iso(payload.get("created_at")))
 
 
 def verify_and_parse(body: bytes, headers: Mapping[str, str], *, secret: str,

@@ -19,8 +19,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from digest.errors import ConfigurationError
-from digest.outcomes.base import (ProviderEvent, WebhookRejected, check_timestamp, derived_id,
-                                  from_epoch, load_json)
+from digest.outcomes.base import (MalformedEvent, ProviderEvent, WebhookRejected, address,
+                                  check_timestamp, derived_id, from_epoch, load_json, skipped,
+                                  text)
 
 PROVIDER = "sendgrid"
 SIGNATURE = "x-twilio-email-event-webhook-signature"
@@ -59,8 +60,10 @@ def verify(body: bytes, headers: Mapping[str, str], secret: str, now: float) -> 
     check_timestamp(timestamp, now)
 
 
-def _event(item: dict) -> ProviderEvent:
-    name = item.get("event")
+def _event(item: object) -> ProviderEvent:
+    if not isinstance(item, dict):
+        raise MalformedEvent("the event is not a JSON object")
+    name = text(item.get("event"))
     kind, hard = "other", False
     if name == "bounce":
         kind, hard = "bounced", item.get("type") != "blocked"
@@ -72,15 +75,23 @@ def _event(item: dict) -> ProviderEvent:
         kind = "unsubscribed"
     event_id = item.get("sg_event_id") or derived_id(name, item.get("sg_message_id"),
                                                      item.get("email"), item.get("timestamp"))
-    return ProviderEvent(PROVIDER, str(event_id), kind, item.get("email"), item.get("issue"),
-                         hard, from_epoch(item.get("timestamp")))
+    return ProviderEvent(PROVIDER, str(event_id), kind, address(item.get("email"), "email"),
+                         text(item.get("issue")), hard, from_epoch(item.get("timestamp")))
 
 
 def parse(body: bytes) -> list[ProviderEvent]:
+    """Each event on its own: one that cannot be read is skipped, not the batch, which SendGrid
+    would otherwise retry with the good events in it."""
     items = load_json(body)
-    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+    if not isinstance(items, list):
         raise WebhookRejected("expected a JSON array of events")
-    return [_event(item) for item in items]
+    events = []
+    for position, item in enumerate(items, 1):
+        try:
+            events.append(_event(item))
+        except MalformedEvent as exc:
+            events.append(skipped(PROVIDER, f"event {position} of {len(items)}: {exc}"))
+    return events
 
 
 def verify_and_parse(body: bytes, headers: Mapping[str, str], *, secret: str,

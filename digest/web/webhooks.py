@@ -98,10 +98,14 @@ def make_router(settings, engine: Engine,
         except ConfigurationError as exc:
             log.error("webhook from %s cannot be verified: %s", provider, exc)
             return JSONResponse({"detail": "webhook secret unusable"}, status_code=503)
+        for event in events:
+            if event.malformed:  # names fields and types only: no addresses in the log
+                log.warning("webhook from %s: event skipped, %s", provider, event.malformed)
         result = await run_in_threadpool(
             record_events, engine, events,
             now=dt.datetime.fromtimestamp(now, dt.timezone.utc))
         return JSONResponse({"received": result.received, "applied": result.applied,
-                             "duplicates": result.duplicates, "ignored": result.ignored})
+                             "duplicates": result.duplicates, "ignored": result.ignored,
+                             "malformed": result.malformed})
 
     return router

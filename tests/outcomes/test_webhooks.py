@@ -108,7 +108,8 @@ def test_postmark_forged_credentials_change_nothing(make_client, engine, headers
 def test_postmark_soft_bounce_and_suppression_change(make_client, engine):
     client = make_client(PM_SECRET)
     soft = client.post("/webhooks/postmark", json=pm_bounce("SoftBounce"), headers=pm_auth())
-    assert soft.json() == {"received": 1, "applied": 0, "duplicates": 0, "ignored": 1}
+    assert soft.json() == {"received": 1, "applied": 0, "duplicates": 0, "ignored": 1,
+                           "malformed": 0}
     assert status_of(engine) == "active"
     change = {"RecordType": "SubscriptionChange", "MessageID": "a8c1",
               "ChangedAt": "2026-11-23T08:59:00Z", "Recipient": OTHER, "Origin": "Recipient",
@@ -156,7 +157,8 @@ def test_sendgrid_batch_applied_and_replay_ignored(make_client, engine, sg_keys)
         {"email": OTHER, "event": "delivered", "sg_event_id": "ev-3"})
     answer = client.post("/webhooks/sendgrid", content=body, headers=sg_signed(private, body))
     assert answer.status_code == 200
-    assert answer.json() == {"received": 3, "applied": 1, "duplicates": 0, "ignored": 2}
+    assert answer.json() == {"received": 3, "applied": 1, "duplicates": 0, "ignored": 2,
+                             "malformed": 0}
     assert (status_of(engine), status_of(engine, OTHER)) == ("bounced", "active")
 
     reactivate_before(engine, "2026-11-23T08:59:00Z")
@@ -409,3 +411,102 @@ def test_concurrent_delivery_of_one_event_applies_it_once(make_client, engine):
     worker.join(timeout=30)
     assert results and results[0].duplicates == 1 and results[0].applied == 0
     assert status_of(engine) == "active"
+
+
+# --- genuine events whose fields cannot be read ------------------------------------------------
+# Signed as the provider signs, so they reach the parser: each is skipped and counted (no 500,
+# which the provider would retry forever), the rest of the request applies, and the log names
+# the field and its type but never the address.
+
+def assert_logged_without_address(caplog, *expected: str) -> None:
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    for text in expected:
+        assert text in logged, logged
+    assert READER not in logged and OTHER not in logged and "12345" not in logged
+
+
+@pytest.mark.parametrize("email", [12345, [READER], {"address": READER}, True])
+def test_postmark_address_that_is_not_a_string_is_skipped(make_client, engine, caplog, email):
+    client = make_client(PM_SECRET)
+    answer = client.post("/webhooks/postmark", json=pm_bounce(email=email), headers=pm_auth())
+    assert answer.status_code == 200
+    assert answer.json() == {"received": 1, "applied": 0, "duplicates": 0, "ignored": 0,
+                             "malformed": 1}
+    assert status_of(engine) == "active" and stored_events(engine) == []
+    assert_logged_without_address(caplog, "Email is")
+    # The next genuine event is applied as usual.
+    assert client.post("/webhooks/postmark", json=pm_bounce(bounce_id=5),
+                       headers=pm_auth()).json()["applied"] == 1
+
+
+def test_postmark_other_fields_of_the_wrong_type(make_client, engine):
+    client = make_client(PM_SECRET)
+    odd_type = dict(pm_bounce(), Type=["HardBounce"])  # not a bounce type we know: soft
+    assert client.post("/webhooks/postmark", json=odd_type,
+                       headers=pm_auth()).json()["ignored"] == 1
+    change = {"RecordType": "SubscriptionChange", "MessageID": "a8c1", "Recipient": [OTHER],
+              "SuppressSending": True, "SuppressionReason": ["ManualSuppression"]}
+    assert client.post("/webhooks/postmark", json=change,
+                       headers=pm_auth()).json()["malformed"] == 1
+    assert client.post("/webhooks/postmark", json=[pm_bounce()],
+                       headers=pm_auth()).json()["malformed"] == 1
+    assert status_of(engine) == status_of(engine, OTHER) == "active"
+
+
+def test_sendgrid_malformed_events_do_not_fail_the_batch(make_client, engine, sg_keys, caplog):
+    private, public = sg_keys
+    client = make_client(public)
+    body = sg_events(
+        {"email": READER, "event": "bounce", "type": "bounce", "sg_event_id": "ok-1"},
+        {"email": {}, "event": "bounce", "sg_event_id": "bad-1"},
+        {"email": [OTHER], "event": "spamreport", "sg_event_id": "bad-2"},
+        {"email": 12345, "event": "unsubscribe", "sg_event_id": "bad-3"},
+        {"email": OTHER, "event": "group_unsubscribe", "sg_event_id": "ok-2"})
+    items = json.loads(body)
+    items.insert(2, "not an event")
+    body = json.dumps(items).encode()
+    answer = client.post("/webhooks/sendgrid", content=body, headers=sg_signed(private, body))
+    assert answer.status_code == 200
+    assert answer.json() == {"received": 6, "applied": 2, "duplicates": 0, "ignored": 0,
+                             "malformed": 4}
+    assert (status_of(engine), status_of(engine, OTHER)) == ("bounced", "unsubscribed")
+    assert sorted(e[1] for e in stored_events(engine)) == ["ok-1", "ok-2"]
+    assert_logged_without_address(caplog, "event 2 of 6: email is an object",
+                                  "event 3 of 6: the event is not a JSON object",
+                                  "event 4 of 6: email is a list",
+                                  "event 5 of 6: email is a number")
+    # SendGrid's retry of the same batch: the good events are duplicates, nothing changes.
+    again = client.post("/webhooks/sendgrid", content=body, headers=sg_signed(private, body))
+    assert again.json() == {"received": 6, "applied": 0, "duplicates": 2, "ignored": 0,
+                            "malformed": 4}
+
+
+def test_mailgun_malformed_event_still_uses_up_its_token(make_client, engine, caplog):
+    client = make_client(MG_KEY)
+    body = mg_body({**mg_failed(), "recipient": 12345}, token="m" * 50)
+    answer = client.post("/webhooks/mailgun", content=body)
+    assert answer.status_code == 200 and answer.json()["malformed"] == 1
+    assert status_of(engine) == "active"
+    assert_logged_without_address(caplog, "recipient is a number")
+    # The captured signature cannot carry a readable forged event afterwards.
+    captured = json.loads(body)
+    forged = json.dumps({"signature": captured["signature"], "event-data": mg_failed("permanent",
+                                                                                   "bounce", "f")})
+    assert client.post("/webhooks/mailgun", content=forged).json()["duplicates"] == 1
+    assert status_of(engine) == "active"
+    no_data = mg_body({"event": "failed"}, token="n" * 50).replace(b'{"event": "failed"}', b"[]")
+    assert client.post("/webhooks/mailgun", content=no_data).json()["malformed"] == 1
+
+
+@pytest.mark.parametrize("to", [[5], {}, 12345, [[READER]]])
+def test_resend_recipient_that_is_not_a_string_is_skipped(make_client, engine, caplog, to):
+    client = make_client(RS_SECRET)
+    payload = json.loads(rs_event())
+    payload["data"]["to"] = to
+    body = json.dumps(payload).encode()
+    answer = client.post("/webhooks/resend", content=body, headers=svix_headers(body))
+    assert answer.status_code == 200
+    assert answer.json() == {"received": 1, "applied": 0, "duplicates": 0, "ignored": 0,
+                             "malformed": 1}
+    assert status_of(engine) == "active" and stored_events(engine) == []
+    assert_logged_without_address(caplog, "to is")
