@@ -52,9 +52,9 @@ def issue_loader(engine: Engine, links: Links) -> Callable[[str, int], str | Non
 
 
 def rate_limit_key(settings: Settings) -> Callable[[Request], str]:
-    """The rate limiters' client key (signups, votes): the real client behind the trusted proxies, so one
-    proxy's address does not put every visitor in one bucket, and a forged X-Forwarded-For
-    does not buy a fresh one."""
+    """The rate limits' client key (signups, votes): the real client behind the trusted
+    proxies, so one proxy's address does not put every visitor in one bucket, and a forged
+    X-Forwarded-For does not buy a fresh one."""
 
     def key(request: Request) -> str:
         address = client_address(request, settings)
@@ -72,6 +72,7 @@ def create_app(settings: Settings, engine: Engine, *, public: bool = False,
     drives timestamps, token ages and the signup rate limit (tests pass a fake one)."""
     signer = Signer(settings.signing_key(public=public), clock=lambda: clock().timestamp())
     links = Links(settings.base_url, signer)
+    client_key = rate_limit_key(settings)
     app = FastAPI(title=settings.site_name, docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(create_router(
         sessions=engine,
@@ -83,13 +84,13 @@ def create_app(settings: Settings, engine: Engine, *, public: bool = False,
         site_name=settings.site_name,
         postal_address=settings.postal_address,
         rate_limiter=rate_limiter,
-        client_key=rate_limit_key(settings),
+        client_key=client_key,
     ))
     app.include_router(make_webhook_router(settings, engine,
                                            clock=lambda: clock().timestamp()))
     app.include_router(create_archive_router(settings, engine, clock=clock))
     app.include_router(create_vote_router(settings, engine, signer, clock=clock,
-                                          client_key=rate_limit_key(settings)))
+                                          client_key=client_key))
     # Operators' preview shows unsent content: decided per request (digest.web.access), so a
     # reverse proxy's loopback connection does not make a visitor an operator. Everyone else
     # gets 404 unless DIGEST_PREVIEW_PUBLIC=true.

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 VERIFIERS = {"postmark": postmark.verify_and_parse, "sendgrid": sendgrid.verify_and_parse,
              "mailgun": mailgun.verify_and_parse, "resend": resend.verify_and_parse}
 # The most one request may make us hold. SendGrid's batches of events are the largest bodies
-# expected (about 0.5 KB an event); Postmark, Mailgun and Resend post one event of a few KB.
+# expected; Postmark, Mailgun and Resend post one event of a few KB.
 MAX_BODY = 1024 * 1024
 
 
