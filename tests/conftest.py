@@ -7,6 +7,8 @@ removes it at the end, so the README's one test command runs the PostgreSQL half
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 import warnings
 from collections import Counter
@@ -38,8 +40,13 @@ def _pg_database(base_url: str):
 
 
 @pytest.fixture(scope="session")
-def pg_server_url(tmp_path_factory):
-    """The PostgreSQL server the tests use: DIGEST_TEST_DATABASE_URL, or one of our own."""
+def pg_server_url():
+    """The PostgreSQL server the tests use: DIGEST_TEST_DATABASE_URL, or one of our own.
+
+    Its data folder is not under pytest's temporary folder: run as root, the server runs as
+    another user, and every pytest session that starts on the machine (a second terminal, an
+    editor's test run) resets `/tmp/pytest-of-root` to owner-only, cutting the server off
+    from its files mid-run."""
     if PG_URL:
         yield PG_URL
         return
@@ -50,12 +57,13 @@ def pg_server_url(tmp_path_factory):
     except ImportError:
         pytest.skip("PostgreSQL tests: DIGEST_TEST_DATABASE_URL is unset and the pgserver wheel "
                     "is not available on this platform")
-    server = pgserver.get_server(tmp_path_factory.mktemp("postgresql") / "data",
-                                 cleanup_mode="delete")
+    folder = Path(tempfile.mkdtemp(prefix="digest-test-postgresql-"))
+    server = pgserver.get_server(folder / "data", cleanup_mode="delete")
     try:
         yield server.get_uri()
     finally:
         server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
