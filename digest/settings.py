@@ -26,6 +26,8 @@ SAMPLE_SECRETS = frozenset({"", "changeme", "change-me", "secret", "dev", "devel
                             "please-change", "your-secret-key", "insecure"})
 # Used only when no real mail can leave and nothing listens beyond localhost.
 LOCAL_ONLY_SECRET = "local-only-insecure-key-never-used-for-real-mail"
+# The postal address shipped as the default: a real send must carry the operator's own.
+SAMPLE_POSTAL_ADDRESS = "Verdict Digest, 1 Example Street, 10115 Berlin, Germany"
 SECRET_HINT = ('generate one with: python -c "import secrets; print(secrets.token_urlsafe(32))" '
                "and set it as DIGEST_SECRET_KEY")
 
@@ -54,7 +56,7 @@ class Settings(BaseSettings):
     reply_to: str | None = None
     base_url: str = "http://127.0.0.1:8000"
     secret_key: SecretStr | None = None
-    postal_address: str = "Verdict Digest, 1 Example Street, 10115 Berlin, Germany"
+    postal_address: str = SAMPLE_POSTAL_ADDRESS
     timezone: str = "UTC"
     schedule: str = "0 9 * * mon"
     send_deadline_hours: float = Field(24.0, gt=0)
@@ -69,6 +71,11 @@ class Settings(BaseSettings):
     # Reverse proxies whose X-Forwarded-For / Forwarded headers are believed (digest.web.access):
     # comma-separated IPs or CIDRs. None by default: such headers from anyone else are ignored.
     trusted_proxies: str = ""
+    # `digest doctor`'s DNS checks: the resolver to ask (`host` or `host:port`; default: the
+    # system's), the Return-Path domain the provider bounces to, and DKIM selectors to look up.
+    dns_resolver: str | None = None
+    bounce_domain: str | None = None
+    dkim_selectors: str | None = None
 
     @field_validator("provider")
     @classmethod

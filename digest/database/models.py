@@ -98,7 +98,9 @@ class Comparison(SQLModel, table=True):
 
 # --- editions -----------------------------------------------------------------------------
 
-ISSUE_STATES = ("ready", "sending", "paused", "sent", "skipped", "missed")
+# `blocked`: a schedule firing refused by the preflight checks (the reasons in status_reason);
+# a later firing before the deadline sends it once the settings are fixed.
+ISSUE_STATES = ("ready", "sending", "paused", "sent", "skipped", "missed", "blocked")
 
 
 class Issue(SQLModel, table=True):
@@ -123,6 +125,9 @@ class Issue(SQLModel, table=True):
     sent_at: Optional[dt.datetime] = Field(default=None, sa_column=_ts())
     sender: Optional[str] = Field(default=None, max_length=200)
     sender_lease_until: Optional[dt.datetime] = Field(default=None, sa_column=_ts())
+    # JSON of the identity settings the HTML shows (base URL, From, postal address): an issue
+    # not yet sending is rendered again when they change; `digest status` shows them.
+    rendered_with: str = Field(default="", sa_type=Text)
 
 
 class IssueComparison(SQLModel, table=True):
@@ -209,6 +214,9 @@ class WebhookEvent(SQLModel, table=True):
     event_id: str = Field(max_length=300)
     kind: str = Field(default="", max_length=40)
     email_hash: str = Field(default="", max_length=64)
+    # For complaints: the issue complained about (the complaint cut-off counts these).
+    issue_id: Optional[int] = Field(default=None, sa_column=Column(
+        Integer, ForeignKey("issues.id", ondelete="SET NULL"), nullable=True, index=True))
     received_at: dt.datetime = Field(default_factory=utcnow, sa_column=_ts(False))
 
 

@@ -28,6 +28,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from digest.delivery import ledger
+from digest.delivery.complaints import CUTOFF, CUTOFF_MIN, ComplaintCutoff
 from digest.database import session_scope
 from digest.errors import (DigestError, PermanentProviderError, TransientProviderError,
                            UncertainProviderError)
@@ -69,6 +70,9 @@ class SendPolicy:
     breaker_threshold: float = 0.10  # pause when permanent rejections pass this share ...
     breaker_window: int = 1000  # ... of the last this-many recipients ...
     breaker_min_sample: int = 100  # ... once at least this many were seen
+    complaint_cutoff: float = CUTOFF  # pause when the issue's spam complaints reach this share
+    complaint_min: int = CUTOFF_MIN  # ... of its delivered messages, with at least this many
+    complaint_every: float = 2.0  # seconds between looks at the complaints (one count each)
     uncertain_streak: int = 3  # batches in a row without an answer before the send pauses
     in_flight: int = 2  # batches claimed ahead: 2 overlaps the provider's answer with the ledger
     retry_uncertain: bool = False  # re-send uncertain batches with a non-idempotent provider
@@ -378,6 +382,8 @@ class Sender:
         self.breaker = CircuitBreaker(threshold=policy.breaker_threshold,
                                       window=policy.breaker_window,
                                       min_sample=policy.breaker_min_sample)
+        self.complaints = ComplaintCutoff(policy.complaint_cutoff, policy.complaint_min)
+        self._complaints_at: dt.datetime | None = None
         self.batch_size = provider.batch_limit
         if policy.rate_limit > 0:
             # Keep one batch's rate-limit wait well inside the lease.
@@ -472,6 +478,8 @@ class Sender:
                     if stop is None and self.breaker.tripped:
                         stop = self.breaker.describe()
                         self._stopping.set()
+                    if stop is None and (stop := self._complaint_cutoff()) is not None:
+                        self._stopping.set()
             if stop is not None and not queue and finished is None:
                 return stop
             claim_next = stop is None
@@ -491,6 +499,17 @@ class Sender:
                 claimable = False
                 if not queue and not self._wait_for_delayed() and not self._wait_for_others():
                     return None
+
+    def _complaint_cutoff(self) -> str | None:
+        """Spam complaints (they arrive by webhook while we send) past the cut-off pause the
+        send, as the circuit breaker does for rejections."""
+        now = self.now()
+        if (self._complaints_at is not None and (now - self._complaints_at).total_seconds()
+                < self.policy.complaint_every):
+            return None
+        self._complaints_at = now
+        with Session(self.engine) as session:
+            return self.complaints.check(session, self._issue_id)
 
     def _step(self, finished: _Batch | None, claim_next: bool) -> _Batch | None:
         """One transaction: record the finished batch, renew our lease, claim the next batch and

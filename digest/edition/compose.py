@@ -1,8 +1,10 @@
 """Composes an edition into its one `Issue` row, and fills that issue in per subscriber.
 
-An issue is frozen once composed: the window, the comparisons, subject, preheader and the
-rendered HTML and text never change afterwards, so every subscriber gets the same email and a
-resumed send cannot pick up different content. Composing is idempotent per key and safe when two
+An issue is frozen once it starts sending: the window, the comparisons, subject, preheader and
+the rendered HTML and text never change afterwards, so every subscriber gets the same email and
+a resumed send cannot pick up different content. Before that, an issue whose identity settings
+(base URL, From, postal address) changed since it was rendered is rendered again with the same
+comparisons, so a fix made after composing reaches the footer too. Composing is idempotent per key and safe when two
 processes race for the same key: the unique key decides, and the loser returns the winner's row.
 """
 
@@ -10,14 +12,16 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from sqlalchemy import exists, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from digest.errors import DigestError
-from digest.database.models import Comparison, Issue, IssueComparison
+from digest.database.models import Comparison, Delivery, Issue, IssueComparison
 from digest.edition.personalize import SplitTemplate
 from digest.edition.render import render_issue
 from digest.edition.select import load_edition
@@ -34,6 +38,36 @@ def load_issue(session: Session, key: str) -> Issue | None:
     return session.exec(select(Issue).where(Issue.key == key)).first()
 
 
+def identity_of(settings: Settings) -> str:
+    """The settings an issue's HTML shows, as stored in `Issue.rendered_with`."""
+    return json.dumps({"base_url": settings.base_url, "from": settings.from_,
+                       "postal_address": settings.postal_address}, sort_keys=True)
+
+
+def rendered_with(issue: Issue) -> dict[str, str]:
+    """What `identity_of` stored for the issue ({} for an issue rendered before it was kept)."""
+    try:
+        return json.loads(issue.rendered_with) if issue.rendered_with else {}
+    except ValueError:
+        return {}
+
+
+def _render_into(session: Session, issue: Issue, comparisons: list[Comparison],
+                 edition: Edition, window, settings: Settings) -> None:
+    votes = tallies(session, (t.id for c in comparisons for t in c.tools))
+    rendered = render_issue(comparisons, edition=edition, window=window, settings=settings,
+                            votes=votes)
+    issue.status = "ready"
+    issue.subject, issue.preheader = rendered.subject, rendered.preheader
+    issue.html, issue.text = rendered.html, rendered.text
+    issue.html_hash = hashlib.sha256(rendered.html.encode("utf-8")).hexdigest()
+    issue.rendered_with = identity_of(settings)
+    issue.status_reason = ""
+    if rendered.listed:
+        issue.status_reason = (f"{rendered.shown} of {rendered.total} comparisons shown in full, "
+                               f"{rendered.listed} listed as links (size budget)")
+
+
 def draft_issue(session: Session, settings: Settings, key: str, *,
                 now: dt.datetime) -> tuple[Issue, list[Comparison]]:
     """The issue `key` would be if composed at `now`, not added to the session.
@@ -48,16 +82,7 @@ def draft_issue(session: Session, settings: Settings, key: str, *,
         issue.status = "skipped"
         issue.status_reason = f"no new comparisons were published {window.label()}"
         return issue, []
-    votes = tallies(session, (t.id for c in comparisons for t in c.tools))
-    rendered = render_issue(comparisons, edition=edition, window=window, settings=settings,
-                            votes=votes)
-    issue.status = "ready"
-    issue.subject, issue.preheader = rendered.subject, rendered.preheader
-    issue.html, issue.text = rendered.html, rendered.text
-    issue.html_hash = hashlib.sha256(rendered.html.encode("utf-8")).hexdigest()
-    if rendered.listed:
-        issue.status_reason = (f"{rendered.shown} of {rendered.total} comparisons shown in full, "
-                               f"{rendered.listed} listed as links (size budget)")
+    _render_into(session, issue, comparisons, edition, window, settings)
     return issue, comparisons
 
 
@@ -72,7 +97,9 @@ def compose_issue(session: Session, settings: Settings, key: str, *, now: dt.dat
     edition = Edition.parse(key)
     existing = load_issue(session, edition.key)
     if existing is not None:
-        return existing
+        if existing.status == "blocked":
+            return _unblock(session, settings, existing, now=now)
+        return refresh_identity(session, settings, existing)
     window = edition.window(settings.tz)
     if now < window.end and not allow_open:
         raise EditionOpenError(
@@ -93,6 +120,59 @@ def compose_issue(session: Session, settings: Settings, key: str, *, now: dt.dat
         if winner is None:
             raise
         return winner
+    return issue
+
+
+def _not_started(session: Session, issue: Issue) -> bool:
+    return (issue.send_started_at is None
+            and not session.execute(select(exists().where(Delivery.issue_id == issue.id))).scalar())
+
+
+def _guarded_write(session: Session, issue: Issue, values: dict) -> bool:
+    """Write `values` only while the issue has still not started sending (a sender that took
+    it meanwhile keeps the body it read: exactly-once needs one body)."""
+    table = Issue.__table__
+    result = session.execute(update(table).where(
+        table.c.id == issue.id, table.c.send_started_at.is_(None),
+        table.c.status.in_(("ready", "blocked"))).values(**values))
+    return result.rowcount == 1
+
+
+_RENDERED = ("status", "status_reason", "subject", "preheader", "html", "text", "html_hash",
+             "rendered_with")
+
+
+def refresh_identity(session: Session, settings: Settings, issue: Issue) -> Issue:
+    """Render a composed issue again, with the same comparisons, when the identity settings it
+    shows changed and it has not started sending; otherwise leave it as stored."""
+    if (issue.status != "ready" or issue.rendered_with == identity_of(settings)
+            or not _not_started(session, issue)):
+        return issue
+    ids = issue_comparison_ids(session, issue)
+    if not ids:
+        return issue
+    by_id = {c.id: c for c in session.exec(select(Comparison).where(Comparison.id.in_(ids)))}
+    comparisons = [by_id[i] for i in ids if i in by_id]
+    edition = Edition.parse(issue.key)
+    fresh = Issue(key=issue.key)
+    _render_into(session, fresh, comparisons, edition, edition.window(settings.tz), settings)
+    values = {name: getattr(fresh, name) for name in _RENDERED}
+    if _guarded_write(session, issue, values):
+        session.refresh(issue)
+    return issue
+
+
+def _unblock(session: Session, settings: Settings, issue: Issue, *, now: dt.datetime) -> Issue:
+    """A week a refused firing recorded as `blocked` (no content yet), composed now."""
+    if not _not_started(session, issue):
+        return issue
+    draft, comparisons = draft_issue(session, settings, issue.key, now=now)
+    values = {name: getattr(draft, name) for name in _RENDERED} | {"created_at": now}
+    if _guarded_write(session, issue, values):
+        session.add_all(IssueComparison(issue_id=issue.id, comparison_id=c.id, position=i)
+                        for i, c in enumerate(comparisons))
+        session.flush()
+        session.refresh(issue)
     return issue
 
 

@@ -21,6 +21,7 @@ from sqlmodel import select
 
 from digest.database import session_scope
 from digest.database.models import WebhookEvent
+from digest.delivery.complaints import issue_of_complaint
 from digest.outcomes.base import ProviderEvent
 from subscribers.lifecycle import InvalidEmail, apply_provider_event, email_hash
 
@@ -91,11 +92,15 @@ def record_events(engine: Engine, events: Sequence[ProviderEvent], *,
                         continue
                     seen.update(keys)  # a repeat within this request is a duplicate too
                     new.append(event)
+                    # A complaint is stored with its issue: the complaint cut-off counts them.
+                    about = (issue_of_complaint(session, event.email, event.issue_key)
+                             if event.kind == "complained" and event.actionable else None)
                     for key in keys:
+                        actionable = key == keys[0] and event.actionable
                         session.add(WebhookEvent(provider=provider, event_id=key,
-                                                 kind=event.kind if key == keys[0]
-                                                 and event.actionable else "request",
+                                                 kind=event.kind if actionable else "request",
                                                  email_hash=_email_hash(event.email or ""),
+                                                 issue_id=about if actionable else None,
                                                  received_at=now))
                 # A concurrent delivery of the same event fails here, before anything changes.
                 session.flush()
