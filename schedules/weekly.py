@@ -15,7 +15,11 @@ Outcomes and exit codes (`FireOutcome.exit_code`):
   sent, ever), 0 when an earlier firing already had;
 * `too-early` 0: fired before its time (a clock behind, a time given by hand); nothing recorded;
 * `incomplete` 4: the send paused or left deliveries uncertain; the reason is stored on the
-  issue and `digest send --week W` resumes it.
+  issue and `digest send --week W` resumes it;
+* `blocked` 6: a real send refused by the preflight checks (`digest.preflight.identity`) before
+  anything was composed. The week is recorded as `blocked` with every failure, so `digest
+  status` says why; a later firing before the deadline sends it once the settings are fixed,
+  and past the deadline it becomes `missed`, the block kept in its reason.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ from digest.errors import ConfigurationError, DigestError
 from digest.database.models import Issue
 from digest.delivery.providers.base import Provider
 from digest.delivery.send import SendReport, policy_from, send_issue
+from digest.preflight.identity import refuse_unless_ready
+from digest.preflight.report import EXIT_PREFLIGHT, PreflightRefused, refusal_reason
 from digest.settings import load_settings
 from schedules.cron import previous_fire_time, schedule_trigger
 from schedules.deadline import DeadlineRule, Decision, Firing, decide, missed_reason, plan_firing
@@ -53,10 +59,12 @@ BEING_SENT = "being-sent"
 SKIPPED = "skipped"
 MISSED = "missed"
 TOO_EARLY = "too-early"
+BLOCKED = "blocked"
 
 EXIT_OK = 0
 EXIT_INCOMPLETE = 4  # as `digest send`: something is left; `digest send --week W` resumes
 EXIT_MISSED = 7  # this firing gave the week up: worth a failed unit or a cron mail
+EXIT_BLOCKED = EXIT_PREFLIGHT  # 6: the settings would send broken mail; fix them (digest doctor)
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,8 @@ class FireOutcome:
     def exit_code(self) -> int:
         if self.result == INCOMPLETE:
             return EXIT_INCOMPLETE
+        if self.result == BLOCKED:
+            return EXIT_BLOCKED
         if self.result == MISSED and self.recorded:
             return EXIT_MISSED
         return EXIT_OK
@@ -140,10 +150,20 @@ def _carry_out(settings, engine: Engine, firing: Firing, decision: Decision, *,
         return _as_found(found, firing, now)
     if decision is Decision.MISSED:
         recorded = False
-        if found is None or (found.status == "ready" and found.send_started_at is None):
+        if found is None or (found.status in ("ready", "blocked")
+                             and found.send_started_at is None):
             recorded = _record_missed(engine, firing, now)
         return _as_found(_stored(engine, firing.key), firing, now, recorded=recorded)
-    # Decision.SEND: build the provider first, so a configuration error changes nothing.
+    # Decision.SEND: the preflight first (a refused send composes nothing and is recorded as
+    # `blocked`, never left to become `missed` unexplained), then the provider, so a
+    # configuration error changes nothing.
+    try:
+        for warning in refuse_unless_ready(settings):
+            log.warning("%s: %s", firing.key, warning.line())
+    except PreflightRefused as refused:
+        reason = refusal_reason(refused.failures)
+        recorded = _record_blocked(engine, firing, now, reason)
+        return FireOutcome(BLOCKED, firing, reason, recorded=recorded)
     with provider_factory(settings) as provider:
         with session_scope(engine) as session:
             existed = load_issue(session, firing.key) is not None
@@ -208,6 +228,8 @@ def _as_found(found: _Stored | None, firing: Firing, now: dt.datetime, *,
     if found.status == "missed":
         prefix = "nothing sent" if recorded else "already recorded as missed"
         return FireOutcome(MISSED, firing, f"{prefix}: {found.reason}", recorded=recorded)
+    if found.status == "blocked":
+        return FireOutcome(BLOCKED, firing, found.reason, recorded=recorded)
     if found.status == "sending" and found.lease_until is not None and found.lease_until > now:
         return FireOutcome(BEING_SENT, firing, f"already being sent by {found.sender}")
     # Started before its deadline and stopped (paused, or its sender died): past the deadline
@@ -235,12 +257,40 @@ def _record_missed(engine: Engine, firing: Firing, now: dt.datetime) -> bool:
             except IntegrityError:
                 return False
             return True
-        if issue.status != "ready" or issue.send_started_at is not None:
+        if issue.status not in ("ready", "blocked") or issue.send_started_at is not None:
             return False
+        if issue.status == "blocked":
+            reason += f"; it was blocked: {issue.status_reason}"
         result = session.execute(
-            update(table).where(table.c.id == issue.id, table.c.status == "ready",
+            update(table).where(table.c.id == issue.id, table.c.status == issue.status,
                                 table.c.send_started_at.is_(None))
             .values(status="missed", status_reason=reason))
+        return result.rowcount == 1
+
+
+def _record_blocked(engine: Engine, firing: Firing, now: dt.datetime, reason: str) -> bool:
+    """Record the week as `blocked` with the preflight's reasons: a new row (no content: nothing
+    is composed with settings that failed), or an issue that has not started sending. An issue
+    already sending or paused keeps its state (its deliveries exist); the firing still sends
+    nothing. True when this call wrote it."""
+    table = Issue.__table__
+    with session_scope(engine) as session:
+        issue = load_issue(session, firing.key)
+        if issue is None:
+            try:
+                with session.begin_nested():
+                    session.add(Issue(key=firing.key, status="blocked", status_reason=reason,
+                                      window_start=firing.window.start,
+                                      window_end=firing.window.end, created_at=now))
+                    session.flush()
+            except IntegrityError:
+                return False
+            return True
+        result = session.execute(
+            update(table).where(table.c.id == issue.id,
+                                table.c.status.in_(("ready", "blocked")),
+                                table.c.send_started_at.is_(None))
+            .values(status="blocked", status_reason=reason))
         return result.rowcount == 1
 
 

@@ -42,11 +42,15 @@ def init() -> None:
 @reports_errors
 def import_(paths: list[Path] = typer.Argument(..., help="JSON files or comparison page text files"),
             published_at: Optional[str] = typer.Option(
-                None, "--published-at", help="ISO date-time for page text (default: now)")) -> None:
+                None, "--published-at", help="ISO date-time for page text (default: now)"),
+            url: Optional[str] = typer.Option(
+                None, "--url", help="the address of the one page imported: its card links "
+                                    "there (page text may also start with a `url:` line)")
+            ) -> None:
     """Import comparisons; all files in one transaction, so a bad file writes nothing."""
     from digest.content.importer import import_paths
 
-    report = import_paths(engine(), paths, published_at=_parse_when(published_at))
+    report = import_paths(engine(), paths, published_at=_parse_when(published_at), url=url)
     console.print(f"imported {len(report.created) + len(report.updated)} comparison(s) from "
                   f"{len(paths)} file(s): {len(report.created)} new, {len(report.updated)} updated; "
                   f"tools: {len(report.tools_created)} new, {len(report.tools_updated)} updated",

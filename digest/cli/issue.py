@@ -42,6 +42,9 @@ def register(app: typer.Typer) -> None:
         with Session(engine()) as session:
             key = Edition.parse(week).key if week else default_week(session, conf, now).key
             result = build_preview(session, conf, key, now=now)
+            from digest.preflight.content import LINK_FIX, unlinked, week_comparisons
+
+            missing = unlinked(week_comparisons(session, conf, key))
         body = result.text if text else result.html
         if out is None:
             typer.echo(body, nl=False)
@@ -53,3 +56,7 @@ def register(app: typer.Typer) -> None:
         where = f" -> {out}" if out else ""
         err_console.print(f"{key} ({state}): {result.issue.subject!r} · {size}{where}",
                           highlight=False, markup=False)
+        if missing:
+            err_console.print(f"warning: {len(missing)} comparison(s) have no link on their "
+                              f"card: {', '.join(c.slug for c in missing)}; {LINK_FIX}",
+                              highlight=False, markup=False, soft_wrap=True)

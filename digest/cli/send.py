@@ -8,6 +8,12 @@ another sender is sending the same issue right now.
 Without `--week` (how cron runs it) the send is a firing of the schedule (`schedules.weekly`):
 past the week's deadline it records `missed` and sends nothing (exit 7 for the run that recorded
 it), and a week another process is sending or has sent exits 0.
+
+With any provider but `outbox`, `send` and `worker` run the offline preflight checks
+(`digest.preflight.identity`) before composing or planning anything, and refuse with exit 6,
+every failure listed with its setting and fix (a schedule firing records the week `blocked`).
+`--test-to` and `--dry-run` send nobody on the list: they run with the failures shown as
+warnings.
 """
 
 from __future__ import annotations
@@ -70,6 +76,33 @@ def _issue_for_send(key: str):
     return issue
 
 
+def _preflight(conf, *, refuse: bool) -> None:
+    """The offline checks before a real send: refuse on a failure (exit 6), or print them."""
+    from digest.preflight.identity import identity_checks, refuse_unless_ready
+
+    if refuse:
+        checks = refuse_unless_ready(conf)
+    elif conf.sends_real_mail:
+        checks = [c for c in identity_checks(conf) if c.status != "ok"]
+    else:
+        checks = []
+    for check in checks:
+        err_console.print(f"warning: {check.line()}", highlight=False, markup=False,
+                          soft_wrap=True)
+
+
+def _warn_unlinked(issue) -> None:
+    """Cards without a "read the full comparison" link: worth knowing before the list gets them."""
+    from digest.preflight.content import LINK_FIX, unlinked, week_comparisons
+
+    with Session(engine()) as session:
+        missing = unlinked(week_comparisons(session, settings(), issue.key))
+    if missing:
+        err_console.print(f"warning: {len(missing)} comparison(s) in {issue.key} have no link "
+                          f"on their card: {', '.join(c.slug for c in missing)}; {LINK_FIX}",
+                          highlight=False, markup=False, soft_wrap=True)
+
+
 def exit_code(report) -> int:
     if report.busy:
         return EXIT_BUSY
@@ -101,6 +134,7 @@ def send(week: Optional[str] = WeekOption,
     if dry_run and test_to:
         raise DigestError("--dry-run and --test-to cannot be combined")
     if week is None and not (dry_run or test_to or retry_uncertain):
+        # The firing runs the preflight itself: a refusal is recorded as `blocked`.
         # A crontab line: the schedule's deadline applies (`missed`, never late), and a week
         # another process is sending or has sent is success. See schedules.weekly.
         if workers > 1 or lease is not None:
@@ -112,11 +146,14 @@ def send(week: Optional[str] = WeekOption,
         return
     key = _edition_key(week)
     conf = settings()
+    _preflight(conf, refuse=not (dry_run or test_to))  # before anything is composed
     if dry_run:
         _dry_run(key, fmt)
         return
     with build_provider(conf) as provider:  # a configuration error stops us before anything
         issue = _issue_for_send(key)
+        if issue.status != "skipped":
+            _warn_unlinked(issue)
         if issue.status == "skipped":
             if fmt is OutputFormat.json:
                 sys.stdout.write(json.dumps({"issue": key, "status": "skipped", "complete": True,
@@ -173,6 +210,7 @@ def worker(week: Optional[str] = WeekOption,
 
     key = _edition_key(week)
     conf = settings()
+    _preflight(conf, refuse=True)
     with Session(engine()) as session:
         issue = _find_issue(session, key)
     if issue is None:
@@ -255,7 +293,9 @@ def status(week: Optional[str] = typer.Option(None, "--week", metavar="YYYY-Www"
            fmt: OutputFormat = FormatOption) -> None:
     """Where an issue's deliveries stand: sent, failed (by reason), skipped, uncertain, pending."""
     from digest.database.models import Issue
+    from digest.delivery.complaints import recent_history
     from digest.delivery.send import issue_report
+    from digest.edition.compose import rendered_with
     from digest.edition.weeks import Edition
 
     with Session(engine()) as session:
@@ -270,7 +310,20 @@ def status(week: Optional[str] = typer.Option(None, "--week", metavar="YYYY-Www"
             if issue is None:
                 raise DigestError("no issue yet: `digest send` composes and sends the first")
         report = issue_report(session, issue)
+        shown = rendered_with(issue)
+        history = recent_history(session)
+    warnings = [history.describe()] if history.too_high else []
+    if fmt is OutputFormat.json:
+        data = {**report.as_dict(), "rendered_with": shown, "warnings": warnings}
+        sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        return
     print_send_report(report, fmt, title=f"{issue.key}")
+    if shown:
+        console.print(f"rendered with: DIGEST_BASE_URL={shown.get('base_url')} · DIGEST_FROM="
+                      f"{shown.get('from')} · DIGEST_POSTAL_ADDRESS={shown.get('postal_address')}",
+                      highlight=False, markup=False, soft_wrap=True)
+    for warning in warnings:
+        err_console.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -11,6 +11,7 @@ import datetime as dt
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.engine import Engine
@@ -100,16 +101,30 @@ def parse_file(path: Path, *, published_at: dt.datetime | None = None) -> list[C
 
 
 def import_paths(engine: Engine, paths: Sequence[Path], *,
-                 published_at: dt.datetime | None = None) -> UpsertReport:
-    """Parse every file, then write everything in one transaction (or nothing)."""
+                 published_at: dt.datetime | None = None, url: str | None = None) -> UpsertReport:
+    """Parse every file, then write everything in one transaction (or nothing). `url` is the
+    address of the one comparison imported (`digest import page.txt --url URL`)."""
     if published_at is not None and published_at.tzinfo is None:
         raise ContentImportError("--published-at needs a time zone, e.g. 2026-11-18T10:00:00Z")
+    if url is not None and len(paths) != 1:
+        raise ContentImportError(f"--url is the address of one page, and {len(paths)} files "
+                                 "were given (put a `url:` line at the top of each page "
+                                 "instead)", field="url")
     items: list[ComparisonIn] = []
     origins: list[tuple[str, int | None]] = []  # per item: its file, its index in a list file
     for path in paths:
         found = parse_file(Path(path), published_at=published_at)
         origins.extend((str(path), i if len(found) > 1 else None) for i in range(len(found)))
         items.extend(found)
+    if url is not None:
+        parts = urlsplit(url.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ContentImportError(f"--url {url!r} is not an absolute http(s) address",
+                                     field="url")
+        if len(items) != 1:
+            raise ContentImportError(f"--url is the address of one comparison, and the file "
+                                     f"holds {len(items)}", path=str(paths[0]), field="url")
+        items = [items[0].model_copy(update={"url": url.strip()})]
     try:
         with session_scope(engine) as session:
             return upsert_comparisons(session, items)

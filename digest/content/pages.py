@@ -29,6 +29,7 @@ import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
@@ -668,13 +669,40 @@ def _snip(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
+_URL_LINE = re.compile(r"url:\s*(\S*)\s*", re.IGNORECASE)
+
+
+def page_url(text: str, source: str) -> tuple[str, str]:
+    """(url, text without it): an optional first line `url: https://...` names the page's
+    address (the copied text of a page does not carry it). The line is blanked, not removed,
+    so the parser's line numbers stay those of the file."""
+    lines = re.split(r"(\r\n|\r|\n)", text.removeprefix("\ufeff"))
+    for index in range(0, len(lines), 2):
+        if not lines[index].strip():
+            continue
+        match = _URL_LINE.fullmatch(lines[index].strip())
+        if match is None:
+            return "", text
+        url = match.group(1)
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ContentImportError(f"url {url!r} is not an absolute http(s) address",
+                                     path=source, line=index // 2 + 1, field="url")
+        lines[index] = ""
+        return url, "".join(lines)
+    return "", text
+
+
 def parse_page(text: str, *, source: str = "<text>",
                published_at: dt.datetime | None = None) -> ComparisonIn:
     """Parse one comparison page's text. The page carries no date: `published_at` is the
-    importer's to choose. Raises `ContentImportError` (with `path=source` and the line)."""
+    importer's to choose; its address may be given on a first `url:` line. Raises
+    `ContentImportError` (with `path=source` and the line)."""
     if not isinstance(text, str):
         raise ContentImportError("expected the page as text", path=source)
-    return _Parser(text, source).parse(published_at)
+    url, text = page_url(text, source)
+    parsed = _Parser(text, source).parse(published_at)
+    return parsed.model_copy(update={"url": url}) if url else parsed
 
 
 def looks_like_page(text: str) -> bool:

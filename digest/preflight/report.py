@@ -79,6 +79,12 @@ class PreflightRefused(DigestError):
         super().__init__(refusal_text(failures))
 
 
+def refusal_reason(failures: list[Check]) -> str:
+    """The same on one line, as stored on a `blocked` week and logged by the scheduler."""
+    return ("preflight refused the send: "
+            + "; ".join(f"{c.setting or c.name}: {c.saw} (fix: {c.fix})" for c in failures))
+
+
 def refusal_text(failures: list[Check]) -> str:
     """The reason stored on a blocked week and printed by a refused send."""
     lines = [f"- {c.setting or c.name}: {c.saw}. Fix: {c.fix}" for c in failures]

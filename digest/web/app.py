@@ -7,8 +7,10 @@ import datetime as dt
 from collections.abc import Callable
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
 from digest.delivery.confirmation import confirmation_sender
@@ -105,5 +107,22 @@ def create_app(settings: Settings, engine: Engine, *, public: bool = False,
     app.mount("/preview", OperatorOnly(create_preview(engine, settings, clock=clock,
                                                       root="/preview"),
                                        settings, public=settings.preview_public))
+    app.add_api_route("/healthz", healthz(engine), methods=["GET"], include_in_schema=False)
     app.state.settings, app.state.engine, app.state.links = settings, engine, links
     return app
+
+
+def healthz(engine: Engine) -> Callable[[], JSONResponse]:
+    """`GET /healthz` for `digest doctor` and load balancers: 200 when the database answers,
+    503 otherwise. Says nothing else about the setup."""
+
+    def check() -> JSONResponse:
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except SQLAlchemyError:
+            return JSONResponse({"status": "unavailable"}, status_code=503,
+                                headers={"Cache-Control": "no-store"})
+        return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
+
+    return check
