@@ -19,6 +19,14 @@ from subscribers.models import Subscriber
 
 START = dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.timezone.utc)
 
+# An identity a real send accepts (the preflight refuses example.* and .test names). Only the
+# offline checks ever see it: no test resolves or contacts this domain.
+REAL_IDENTITY = {
+    "DIGEST_FROM": "Weekly AI Tool Verdicts <digest@news.verdict-digest.net>",
+    "DIGEST_BASE_URL": "https://digest.verdict-digest.net",
+    "DIGEST_POSTAL_ADDRESS": "Verdict Digest GmbH, Torstrasse 19, 10119 Berlin, Germany",
+}
+
 HTML = (f"<html><body><p>Hi {NAME},</p><p>This week's verdicts.</p>"
         f"<a href=\"{VIEW_URL}\">view in browser</a> <a href=\"{UNSUBSCRIBE_URL}\">unsubscribe</a>"
         "</body></html>")

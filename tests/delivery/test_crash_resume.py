@@ -47,7 +47,7 @@ if __name__ == "__main__":  # the child process: `python test_crash_resume.py LI
 import pytest  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
-from delivery_support import add_subscribers, make_issue  # noqa: E402
+from delivery_support import REAL_IDENTITY, add_subscribers, make_issue  # noqa: E402
 from digest.delivery import ledger  # noqa: E402
 from digest.database.models import Delivery  # noqa: E402
 from subscribers.models import Subscriber  # noqa: E402
@@ -193,7 +193,7 @@ def child_env(db_url: str, provider: str, sink: Sink, tmp_path: Path) -> dict[st
         "DIGEST_DATABASE_URL": db_url, "DIGEST_PROVIDER": provider,
         "DIGEST_PROVIDER_URL": sink.url, "DIGEST_PROVIDER_TOKEN": "loopback-token",
         "DIGEST_SECRET_KEY": "crash-test-secret-0123456789abcdef",
-        "DIGEST_BASE_URL": "https://digest.example.test", "DIGEST_TIMEZONE": "UTC",
+        "DIGEST_TIMEZONE": "UTC", **REAL_IDENTITY,  # a real provider: the preflight applies
         "DIGEST_OUTBOX_DIR": str(tmp_path / "outbox"),
         "PYTHONPATH": os.pathsep.join([str(HERE.parents[1]), env.get("PYTHONPATH", "")]),
     })

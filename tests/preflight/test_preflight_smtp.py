@@ -1,0 +1,111 @@
+"""The SMTP check against aiosmtpd on 127.0.0.1: connect, EHLO, STARTTLS, AUTH; no MAIL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import socket
+import ssl
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+
+from digest.preflight.providers import check_smtp
+from digest.settings import load_settings
+
+
+class Refuser:
+    """Counts any attempt to send: the check must never make one."""
+
+    def __init__(self) -> None:
+        self.mail_from = 0
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        self.mail_from += 1
+        return "550 no mail expected"
+
+
+def _certificate(folder):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def _authenticator(server, session, envelope, mechanism, auth_data):
+    return AuthResult(success=(auth_data.login, auth_data.password) == (b"digest", b"right"),
+                      handled=False)
+
+
+@pytest.fixture
+def relay(tmp_path):
+    cert, key = _certificate(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    started = []
+
+    def start(*, tls: bool = True):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        handler = Refuser()
+        controller = Controller(handler, hostname="127.0.0.1", port=port,
+                                authenticator=_authenticator,
+                                tls_context=server_tls if tls else None,
+                                auth_require_tls=tls)
+        controller.start()
+        started.append(controller)
+        return port, handler, ssl.create_default_context(cafile=str(cert))
+
+    yield start
+    for controller in started:
+        controller.stop()
+
+
+def statuses(url: str, context) -> dict[str, str]:
+    checks = check_smtp(load_settings(provider="smtp", smtp_url=url), ssl_context=context)
+    return {c.name: c.status for c in checks}
+
+
+def test_good_login_over_starttls(relay):
+    port, handler, context = relay()
+    assert statuses(f"smtp+starttls://digest:right@127.0.0.1:{port}", context) == {
+        "provider.tls": "ok", "provider.credentials": "ok"}
+    assert handler.mail_from == 0
+
+
+def test_wrong_password(relay):
+    port, _, context = relay()
+    result = statuses(f"smtp+starttls://digest:wrong@127.0.0.1:{port}", context)
+    assert result["provider.credentials"] == "fail"
+
+
+def test_no_starttls_offered(relay):
+    port, _, context = relay(tls=False)
+    assert statuses(f"smtp+starttls://digest:right@127.0.0.1:{port}", context) == {
+        "provider.tls": "fail"}
+
+
+def test_plain_url_while_starttls_is_offered_warns(relay):
+    port, _, context = relay()
+    result = statuses(f"smtp://127.0.0.1:{port}", context)
+    assert result == {"provider.tls": "warn", "provider.credentials": "warn"}
