@@ -85,7 +85,7 @@ def test_refused_then_fixed_sends_once(engine, settings, week, cli):
         assert stored.status == "sent"
         assert rendered_with(stored)["base_url"] == REAL_IDENTITY["DIGEST_BASE_URL"]
         assert "digest.verdict-digest.net" in stored.html and "Torstrasse 19" in stored.html
-        assert "example.test" not in stored.html and "Example Street" not in stored.html
+        assert "digest.example.test" not in stored.html and "Example Street" not in stored.html
 
     later = firing(fixed, engine, MONDAY + dt.timedelta(hours=6), provider)
     assert later.result == "already-sent" and len(provider.calls) == 1
