@@ -55,15 +55,18 @@ class ComplaintCutoff:
     threshold: float = CUTOFF
     min_complaints: int = CUTOFF_MIN
 
-    def check(self, session: Session, issue_id: int) -> str | None:
-        """The reason to pause, or None. One indexed count per call while there are fewer
-        complaints than the minimum; past it, deliveries are counted only up to the number
-        that would keep the rate under the threshold."""
+    def check(self, session: Session, issue_id: int, *, known: int = 0,
+              unrecorded: int = 0) -> str | None:
+        """The reason to pause, or None. `known` is the count when this run started: a run
+        the operator resumed after a pause trips again only when new complaints arrive. One
+        indexed count per call while under the minimum; past it, deliveries are counted only
+        up to the number that would keep the rate under the threshold. `unrecorded`: messages
+        the provider accepted whose outcome is not written yet."""
         count = complaints(session, issue_id)
-        if count < self.min_complaints:
+        if count < self.min_complaints or count <= known:
             return None
         enough = int(count / self.threshold) + 1  # this many delivered keep the rate under it
-        sent = delivered(session, issue_id, at_most=enough)
+        sent = unrecorded + delivered(session, issue_id, at_most=max(0, enough - unrecorded))
         if sent >= enough:
             return None
         rate = count / sent if sent else 1.0
@@ -95,6 +98,6 @@ class ComplaintHistory:
 def recent_history(session: Session, count: int = HISTORY_ISSUES) -> ComplaintHistory:
     """Complaints over delivered messages of the last `count` issues that went out."""
     rows = session.execute(select(Issue.id, Issue.key).where(Issue.send_started_at.is_not(None))
-                           .order_by(Issue.window_start.desc()).limit(count)).all()
+                           .order_by(Issue.window_start.desc(), Issue.id.desc()).limit(count)).all()
     return ComplaintHistory([(key, complaints(session, i), delivered(session, i))
                              for i, key in rows])

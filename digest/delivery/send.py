@@ -28,7 +28,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from digest.delivery import ledger
-from digest.delivery.complaints import CUTOFF, CUTOFF_MIN, ComplaintCutoff
+from digest.delivery.complaints import CUTOFF, CUTOFF_MIN, ComplaintCutoff, complaints
 from digest.database import session_scope
 from digest.errors import (DigestError, PermanentProviderError, TransientProviderError,
                            UncertainProviderError)
@@ -384,6 +384,7 @@ class Sender:
                                       min_sample=policy.breaker_min_sample)
         self.complaints = ComplaintCutoff(policy.complaint_cutoff, policy.complaint_min)
         self._complaints_at: dt.datetime | None = None
+        self._complaints_known = 0  # complaints when this run started (a resume goes on)
         self.batch_size = provider.batch_limit
         if policy.rate_limit > 0:
             # Keep one batch's rate-limit wait well inside the lease.
@@ -411,6 +412,8 @@ class Sender:
             return refused
         if self.on_start is not None:
             self.on_start()
+        with Session(self.engine) as session:
+            self._complaints_known = complaints(session, issue_id)
         if self.policy.in_flight > 1:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="digest-send")
             self._builder = ThreadPoolExecutor(1, thread_name_prefix="digest-build")
@@ -478,7 +481,10 @@ class Sender:
                     if stop is None and self.breaker.tripped:
                         stop = self.breaker.describe()
                         self._stopping.set()
-                    if stop is None and (stop := self._complaint_cutoff()) is not None:
+                if stop is None and finished.outcomes:
+                    stop = self._complaint_cutoff(sum(o.status == "sent"
+                                                      for o in finished.outcomes))
+                    if stop is not None:
                         self._stopping.set()
             if stop is not None and not queue and finished is None:
                 return stop
@@ -500,16 +506,18 @@ class Sender:
                 if not queue and not self._wait_for_delayed() and not self._wait_for_others():
                     return None
 
-    def _complaint_cutoff(self) -> str | None:
+    def _complaint_cutoff(self, unrecorded: int) -> str | None:
         """Spam complaints (they arrive by webhook while we send) past the cut-off pause the
-        send, as the circuit breaker does for rejections."""
+        send, as the circuit breaker does for rejections. `unrecorded`: the finished batch's
+        accepted messages, written with the next claim."""
         now = self.now()
         if (self._complaints_at is not None and (now - self._complaints_at).total_seconds()
                 < self.policy.complaint_every):
             return None
         self._complaints_at = now
         with Session(self.engine) as session:
-            return self.complaints.check(session, self._issue_id)
+            return self.complaints.check(session, self._issue_id, known=self._complaints_known,
+                                         unrecorded=unrecorded)
 
     def _step(self, finished: _Batch | None, claim_next: bool) -> _Batch | None:
         """One transaction: record the finished batch, renew our lease, claim the next batch and
