@@ -65,13 +65,13 @@ def _find_issue(session: Session, key: str):
 
 
 def _issue_for_send(key: str):
-    """The stored issue, composed first when this edition has none yet."""
-    with session_scope(engine()) as session:
-        issue = _find_issue(session, key)
-        if issue is None:
-            from digest.edition.compose import compose_issue
+    """The stored issue, composed first when this edition has none yet (or only a `blocked`
+    record), and rendered again when it has not started sending and the identity settings it
+    shows changed since."""
+    from digest.edition.compose import compose_issue
 
-            issue = compose_issue(session, settings(), key, now=utcnow())
+    with session_scope(engine()) as session:
+        issue = compose_issue(session, settings(), key, now=utcnow())
         session.expunge(issue)
     return issue
 

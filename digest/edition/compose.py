@@ -167,7 +167,8 @@ def _unblock(session: Session, settings: Settings, issue: Issue, *, now: dt.date
     if not _not_started(session, issue):
         return issue
     draft, comparisons = draft_issue(session, settings, issue.key, now=now)
-    values = {name: getattr(draft, name) for name in _RENDERED} | {"created_at": now}
+    values = {name: getattr(draft, name) for name in _RENDERED + ("window_start", "window_end")}
+    values["created_at"] = now
     if _guarded_write(session, issue, values):
         session.add_all(IssueComparison(issue_id=issue.id, comparison_id=c.id, position=i)
                         for i, c in enumerate(comparisons))

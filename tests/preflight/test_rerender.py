@@ -74,3 +74,36 @@ def test_once_deliveries_exist_the_stored_render_is_kept(engine, settings, cli):
     assert data["rendered_with"]["base_url"] == "https://digest.example.test"
     table = cli("status", "--week", KEY)
     assert "rendered with: DIGEST_BASE_URL=https://digest.example.test" in table.out
+
+
+def test_digest_send_renders_a_composed_issue_again_and_unblocks_a_blocked_week(
+        engine, settings, cli, monkeypatch):
+    from digest.cli import common
+    from digest.database.models import Issue
+
+    with Session(engine, expire_on_commit=False) as session:
+        store(session, sample_comparisons(2))
+    add_subscribers(engine, 2)
+    compose(engine, settings)
+    monkeypatch.setenv("DIGEST_POSTAL_ADDRESS", NEW["postal_address"])
+    common.reset()
+    assert cli("send", "--week", KEY).exit_code == 0
+    with Session(engine) as session:
+        sent = load_issue(session, KEY)
+    assert sent.status == "sent" and "Torstrasse 19" in sent.html
+
+    # A week a refused firing recorded as blocked is composed and sent by `send --week`.
+    import datetime as dt
+
+    with Session(engine, expire_on_commit=False) as session:
+        store(session, sample_comparisons(1, prefix="w46-", start=dt.datetime(
+            2026, 11, 10, 9, tzinfo=dt.timezone.utc)))
+    with Session(engine) as session:
+        session.add(Issue(key="2026-W46", status="blocked", status_reason="preflight refused",
+                          window_start=sent.window_start, window_end=sent.window_start))
+        session.commit()
+    result = cli("send", "--week", "2026-W46", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["status"] == "sent"
+    with Session(engine) as session:
+        assert "Torstrasse 19" in load_issue(session, "2026-W46").html
