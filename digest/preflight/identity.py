@@ -133,6 +133,8 @@ def check_secret(settings: Settings) -> Check:
 def check_credentials(settings: Settings) -> list[Check]:
     """What the provider needs before it can be called at all (the provider checks then try it)."""
     provider = settings.provider
+    if provider == "outbox":
+        return [ok("identity.provider-settings", "outbox writes .eml files: no credentials")]
     if provider == "smtp":
         if not settings.smtp_url:
             return [fail("identity.provider-settings", "provider smtp has no DIGEST_SMTP_URL",
