@@ -6,7 +6,7 @@ firing refused is stored with the new status `blocked` (a plain string column: n
 to change). `webhook_events.issue_id` ties a complaint to its issue for the complaint cut-off.
 
 Revision ID: 0005
-Revises: 0002
+Revises: 0007
 Create Date: 2026-12-04 11:40:00
 """
 from alembic import op
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 
 revision = '0005'
-down_revision = '0002'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 
