@@ -12,6 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from delivery_support import REAL_IDENTITY
+from dnsserver import zone  # noqa: F401  (fixture)
+from fakeserver import Reply, fake_server  # noqa: F401  (fixture)
 from digest.cli import common
 from digest.preflight.site import check_healthz
 from digest.web.app import create_app
@@ -98,3 +100,29 @@ def test_doctor_offline_passes_with_a_real_identity(cli, monkeypatch):
     result = cli("doctor", "--offline", "--format", "json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["failures"] == 0
+
+
+def test_doctor_runs_every_check_against_loopback_servers(cli, monkeypatch, served_app, zone,
+                                                          fake_server):
+    """The whole doctor over the network, every server on 127.0.0.1: the provider's API, the
+    DNS, and the served app. The base URL must be loopback to be reached here, so that one
+    identity check fails (exit 1) while the network checks all pass."""
+    fake_server.default = lambda request: Reply(200, {"object": "list", "data": [
+        {"id": "d1", "name": "news.verdict-digest.net", "status": "verified",
+         "capabilities": {"sending": "enabled"}}]})
+    for key, value in {"DIGEST_PROVIDER": "resend", "DIGEST_PROVIDER_TOKEN": "re_full",
+                       "DIGEST_PROVIDER_URL": fake_server.url,
+                       "DIGEST_WEBHOOK_SECRET": "whsec_" + "A" * 32,
+                       "DIGEST_DNS_RESOLVER": f"127.0.0.1:{zone.port}",
+                       **REAL_IDENTITY, "DIGEST_BASE_URL": served_app}.items():
+        monkeypatch.setenv(key, value)
+    common.reset()
+    result = cli("doctor", "--format", "json")
+    assert result.exit_code == 1, result.output
+    checks = {c["name"]: c["status"] for c in json.loads(result.stdout)["checks"]}
+    assert {name for name, status in checks.items() if status != "ok"} == {"identity.base-url"}
+    for name in ("provider.credentials", "provider.can-send", "dns.spf", "dns.dmarc",
+                 "dns.dkim", "dns.bounce-domain", "site.healthz", "content.links",
+                 "audience.complaints"):
+        assert checks[name] == "ok", name
+    assert [r.route for r in fake_server.requests] == ["/domains"]
