@@ -118,7 +118,31 @@ def check_sendgrid(settings: Settings) -> list[Check]:
                            setting="DIGEST_PROVIDER_TOKEN"))
     else:
         checks.append(ok("provider.can-send", "scope mail.send"))
+    checks.append(_sendgrid_domain(settings, scopes))
     return checks
+
+
+def _sendgrid_domain(settings: Settings, scopes: list[str]) -> Check:
+    """The From domain among the account's authenticated domains, when the key may read them
+    (`whitelabel.read`; a send-only key may not, and should not need to)."""
+    if "whitelabel.read" not in scopes:
+        return ok("provider.domain", "the key cannot read authenticated domains (fine for a "
+                                     "send-only key); the DNS checks cover the From domain")
+    response = _get(settings, "/v3/whitelabel/domains?limit=200",
+                    headers={"Authorization": f"Bearer {_token(settings)}"})
+    if response.status_code != 200:
+        return _unexpected("provider.domain", response)
+    sender = from_domain(settings)
+    listed = _json(response).get("data") or []  # the answer is a JSON array
+    mine = [d for d in listed if isinstance(d, dict) and (
+        sender == str(d.get("domain", "")).lower()
+        or sender.endswith("." + str(d.get("domain", "")).lower()))]
+    if not any(d.get("valid") for d in mine):
+        state = "not validated" if mine else "not an authenticated domain"
+        return fail("provider.domain", f"the From domain {sender} is {state} in sendgrid",
+                    f"authenticate {sender} in SendGrid (Settings, Sender Authentication) and "
+                    "publish its DNS records", setting="DIGEST_FROM")
+    return ok("provider.domain", f"{sender} is an authenticated sendgrid domain")
 
 
 def check_mailgun(settings: Settings) -> list[Check]:

@@ -64,23 +64,37 @@ def test_postmark_token_that_cannot_send(fake_server, server_type, stream):
 
 # --- SendGrid: GET /v3/scopes ----------------------------------------------------------------------
 
-def sendgrid(request: Recorded) -> Reply:
-    scopes = {"Bearer SG.full": ["mail.send", "alerts.read", "user.profile.read"],
-              "Bearer SG.stats": ["stats.read", "user.profile.read"]}
-    if request.route != "/v3/scopes":
-        return Reply(404, {"errors": [{"message": "not found"}]})
-    found = scopes.get(request.header("authorization") or "")
-    if found is None:
-        return Reply(401, {"errors": [{"field": None, "message": "authorization required"}]})
-    return Reply(200, {"scopes": found})
+def sendgrid(valid: bool = True):
+    def answer(request: Recorded) -> Reply:
+        scopes = {"Bearer SG.full": ["mail.send", "alerts.read", "user.profile.read"],
+                  "Bearer SG.admin": ["mail.send", "whitelabel.read"],
+                  "Bearer SG.stats": ["stats.read", "user.profile.read"]}
+        found = scopes.get(request.header("authorization") or "")
+        if found is None:
+            return Reply(401, {"errors": [{"field": None, "message": "authorization required"}]})
+        if request.route == "/v3/scopes":
+            return Reply(200, {"scopes": found})
+        if request.route == "/v3/whitelabel/domains" and "whitelabel.read" in found:
+            return Reply(200, [{"id": 1, "domain": "verdict-digest.net", "subdomain": "em42",
+                                "default": False, "valid": valid, "automatic_security": True}])
+        return Reply(403, {"errors": [{"field": None, "message": "access forbidden"}]})
+    return answer
 
 
 @pytest.mark.parametrize("token, expected", [("SG.full", set()),
                                              ("SG.revoked", {"provider.credentials"}),
                                              ("SG.stats", {"provider.can-send"})])
 def test_sendgrid(fake_server, token, expected):
-    fake_server.default = sendgrid
+    fake_server.default = sendgrid()
     assert failed(run(fake_server, "sendgrid", token)) == expected
+
+
+@pytest.mark.parametrize("valid, expected", [(True, set()), (False, {"provider.domain"})])
+def test_sendgrid_from_domain_authenticated_when_the_key_may_read_it(fake_server, valid,
+                                                                     expected):
+    fake_server.default = sendgrid(valid)
+    assert failed(run(fake_server, "sendgrid", "SG.admin")) == expected
+    assert fake_server.requests[-1].route == "/v3/whitelabel/domains"
 
 
 # --- Mailgun: GET /v4/domains/{domain} -----------------------------------------------------------
