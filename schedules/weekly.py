@@ -129,7 +129,9 @@ def fire(settings, engine: Engine, *, scheduled_for: dt.datetime, now: dt.dateti
     outcome = _carry_out(settings, engine, firing, decision, now=now,
                          provider_factory=provider_factory, clock=clock, sleep=sleep,
                          sender_id=sender_id)
-    log.info("%s (fired for %s, deadline %s, decision %s)", outcome.line(),
+    # A blocked week needs the operator before its deadline: an error in the journal/cron mail.
+    level = logging.ERROR if outcome.result == BLOCKED else logging.INFO
+    log.log(level, "%s (fired for %s, deadline %s, decision %s)", outcome.line(),
              _stamp(firing, firing.scheduled_for), _stamp(firing, firing.deadline),
              decision.value)
     return outcome

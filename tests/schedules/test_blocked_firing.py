@@ -52,11 +52,14 @@ def deliveries(engine) -> int:
         return session.execute(select(func.count()).select_from(Delivery)).scalar_one()
 
 
-def test_refused_then_fixed_sends_once(engine, settings, week, cli):
+def test_refused_then_fixed_sends_once(engine, settings, week, cli, caplog):
     provider = RecordingProvider(batch_limit=10)
     broken = postmark(settings)  # digest@localhost, the sample postal address, example.test
 
-    outcome = firing(broken, engine, MONDAY, provider)
+    with caplog.at_level("INFO", logger="schedules.weekly"):
+        outcome = firing(broken, engine, MONDAY, provider)
+    assert [r.levelname for r in caplog.records] == ["ERROR"]
+    assert caplog.records[0].getMessage().startswith("2026-W47: blocked · preflight refused")
     assert (outcome.result, outcome.exit_code, outcome.recorded) == ("blocked", EXIT_PREFLIGHT,
                                                                      True)
     with Session(engine) as session:
