@@ -4,8 +4,9 @@ An issue is frozen once it starts sending: the window, the comparisons, subject,
 the rendered HTML and text never change afterwards, so every subscriber gets the same email and
 a resumed send cannot pick up different content. Before that, an issue whose identity settings
 (base URL, From, postal address) changed since it was rendered is rendered again with the same
-comparisons, so a fix made after composing reaches the footer too. Composing is idempotent per key and safe when two
-processes race for the same key: the unique key decides, and the loser returns the winner's row.
+comparisons, so a fix made after composing reaches the footer too. Composing is idempotent per
+key and safe when two processes race for the same key: the unique key decides, and the loser
+returns the winner's row.
 """
 
 from __future__ import annotations

@@ -84,8 +84,9 @@ def check_postmark(settings: Settings) -> list[Check]:
     response = _get(settings, f"/message-streams/{quote(stream, safe='')}", headers=headers)
     data = _json(response)
     if response.status_code != 200:
+        why = data.get("Message", response.status_code)
         return checks + [fail("provider.can-send", f"postmark has no message stream {stream!r} "
-                                                   f"on this server ({data.get('Message', response.status_code)})",
+                                                   f"on this server ({why})",
                               "create a Broadcasts stream in the server, or set "
                               "DIGEST_POSTMARK_STREAM to its ID", setting="DIGEST_POSTMARK_STREAM")]
     if data.get("ArchivedAt"):
@@ -165,8 +166,8 @@ def check_mailgun(settings: Settings) -> list[Check]:
     checks = [ok("provider.credentials", f"mailgun domain {domain}")]
     state = str(info.get("state", "?"))
     if state != "active" or info.get("is_disabled"):
-        checks.append(fail("provider.can-send", f"mailgun domain {domain} is {state}"
-                                                + (" and disabled" if info.get("is_disabled") else ""),
+        disabled = " and disabled" if info.get("is_disabled") else ""
+        checks.append(fail("provider.can-send", f"mailgun domain {domain} is {state}{disabled}",
                            "finish the domain's DNS verification in Mailgun (or contact support "
                            "for a disabled domain)", setting="DIGEST_MAILGUN_DOMAIN"))
     else:

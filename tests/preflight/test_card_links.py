@@ -87,7 +87,8 @@ def test_preview_doctor_and_send_list_cards_without_a_link(cli, engine, tmp_path
 
     preview = cli("preview", "--week", WEEK, "--out", str(tmp_path / "p.html"))
     assert preview.exit_code == 0
-    assert "warning: 1 comparison(s) have no link on their card: tallybird-vs-ledgerly" in preview.err
+    assert ("warning: 1 comparison(s) have no link on their card: tallybird-vs-ledgerly"
+            in preview.err)
 
     doctor = cli("doctor", "--offline", "--week", WEEK, "--format", "json")
     checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}

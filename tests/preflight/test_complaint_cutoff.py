@@ -145,7 +145,8 @@ def test_history_warns_over_a_tenth_of_a_percent(engine, session, settings, webh
         history = recent_history(s)
     assert history.rate == pytest.approx(2 / 1000) and history.too_high
     status = cli("status")
-    assert "warning: the last 2 issue(s) (2026-W45, 2026-W44) drew 0.20% spam complaints" in status.err
+    assert ("warning: the last 2 issue(s) (2026-W45, 2026-W44) drew 0.20% spam complaints"
+            in status.err)
     doctor = cli("doctor", "--offline", "--format", "json")
     import json
 

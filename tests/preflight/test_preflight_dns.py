@@ -91,13 +91,16 @@ def test_dmarc_at_the_organizational_domain_counts(zone):
     replace(zone, f"_dmarc.{DOMAIN}", "TXT")
     zone.records.append(("_dmarc.verdict-digest.net", "TXT", "v=DMARC1; p=reject"))
     checks = {c.name: c for c in dns_checks(conf(zone))}
-    assert checks["dns.dmarc"].status == "ok" and "_dmarc.verdict-digest.net" in checks["dns.dmarc"].saw
+    dmarc = checks["dns.dmarc"]
+    assert dmarc.status == "ok" and "_dmarc.verdict-digest.net" in dmarc.saw
 
 
 def test_lookup_count_follows_includes_and_redirects_without_looping(zone):
-    replace(zone, DOMAIN, "TXT", "v=spf1 include:loop.verdict-digest.net a redirect=r.verdict-digest.net")
-    zone.records += [("loop.verdict-digest.net", "TXT", f"v=spf1 include:{DOMAIN} mx -all"),
-                     ("r.verdict-digest.net", "TXT", "v=spf1 exists:%{i}.x.verdict-digest.net -all")]
+    replace(zone, DOMAIN, "TXT",
+            "v=spf1 include:loop.verdict-digest.net a redirect=r.verdict-digest.net")
+    zone.records += [
+        ("loop.verdict-digest.net", "TXT", f"v=spf1 include:{DOMAIN} mx -all"),
+        ("r.verdict-digest.net", "TXT", "v=spf1 exists:%{i}.x.verdict-digest.net -all")]
     lookup = Lookup(make_resolver(conf(zone)))
     # include:loop (1) + its include back (1, not followed again) + its mx (1) + a (1)
     # + redirect (1) + exists (1)

@@ -25,7 +25,7 @@ def failed(result: dict[str, str]) -> set[str]:
     return {name for name, status in result.items() if status == "fail"}
 
 
-# --- Postmark: GET /server, GET /message-streams/{stream} -------------------------------------
+# --- Postmark: GET /server, GET /message-streams/{stream} -----------------------------------------
 
 def postmark(server_type: str = "Live", stream: str = "Broadcasts"):
     def answer(request: Recorded) -> Reply:
@@ -62,7 +62,7 @@ def test_postmark_token_that_cannot_send(fake_server, server_type, stream):
     assert failed(run(fake_server, "postmark", "pm-good")) == {"provider.can-send"}
 
 
-# --- SendGrid: GET /v3/scopes ----------------------------------------------------------------------
+# --- SendGrid: GET /v3/scopes ---------------------------------------------------------------------
 
 def sendgrid(valid: bool = True):
     def answer(request: Recorded) -> Reply:
@@ -97,7 +97,7 @@ def test_sendgrid_from_domain_authenticated_when_the_key_may_read_it(fake_server
     assert fake_server.requests[-1].route == "/v3/whitelabel/domains"
 
 
-# --- Mailgun: GET /v4/domains/{domain} -----------------------------------------------------------
+# --- Mailgun: GET /v4/domains/{domain} ------------------------------------------------------------
 
 def mailgun(state: str):
     def answer(request: Recorded) -> Reply:
@@ -132,7 +132,7 @@ def test_mailgun_unknown_domain_names_the_eu_host(fake_server):
     assert any(c.status == "fail" and "api.eu.mailgun.net" in c.saw for c in checks)
 
 
-# --- Resend: GET /domains --------------------------------------------------------------------------
+# --- Resend: GET /domains -------------------------------------------------------------------------
 
 def resend(status: str = "verified", sending: str = "enabled"):
     def answer(request: Recorded) -> Reply:
