@@ -29,6 +29,10 @@ from subscribers.models import SOURCES, Subscriber, Suppression
 # Suppression reasons that block every way back except an operator's `reactivate`.
 HARD_REASONS = frozenset({"bounced", "complained"})
 NAME_MAX = 200
+# Confirmation mails one address gets from signups in a day: enough for a lost mail or two,
+# too few for anyone to flood a stranger's inbox by signing them up over and over.
+CONFIRMATIONS_PER_DAY = 3
+CONFIRMATION_WINDOW = dt.timedelta(days=1)
 
 
 class SubscriberError(ValueError):
@@ -215,7 +219,8 @@ class SignupResult:
 
     subscriber: Subscriber | None
     send_confirmation: bool
-    outcome: Literal["created", "pending", "resubscribed", "already_active", "blocked"]
+    outcome: Literal["created", "pending", "resubscribed", "already_active", "blocked",
+                     "throttled"]
 
 
 def _check_source(source: str) -> None:
@@ -223,11 +228,25 @@ def _check_source(source: str) -> None:
         raise ValueError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
 
 
+def _count_confirmation(subscriber: Subscriber, at: dt.datetime, limit: int) -> bool:
+    """Count one more confirmation mail for the address in its day's window; False (and no
+    change) once `limit` went out in the window. The caller holds the row (`find(lock=True)`;
+    SQLite transactions take the write lock at BEGIN), so concurrent signups count one by one."""
+    since = subscriber.confirmations_since
+    if since is None or at - since >= CONFIRMATION_WINDOW or at < since:
+        subscriber.confirmations_since, subscriber.confirmations_sent = at, 0
+    if subscriber.confirmations_sent >= limit:
+        return False
+    subscriber.confirmations_sent += 1
+    return True
+
+
 def signup(session: Session, email: str, *, name: str | None = None, source: str = "form",
-           at: dt.datetime) -> SignupResult:
+           at: dt.datetime, confirmations_per_day: int = CONFIRMATIONS_PER_DAY) -> SignupResult:
     """A person asks to subscribe (double opt-in): new and unsubscribed addresses become `pending`
-    and get a confirmation mail; a pending one gets it again; active, bounced, complained and
-    hard-suppressed ones change nothing and get no mail.
+    and get a confirmation mail; a pending one gets it again, up to `confirmations_per_day`
+    mails a day (then `throttled`: no mail, and the caller answers exactly as if one went out);
+    active, bounced, complained and hard-suppressed ones change nothing and get no mail.
 
     An address erased at its owner's request may sign up again: the new confirmation is fresh
     consent, and confirming it lifts the suppression entry.
@@ -241,7 +260,8 @@ def signup(session: Session, email: str, *, name: str | None = None, source: str
         if suppression is not None and suppression.reason in HARD_REASONS:
             return SignupResult(None, False, "blocked")
         subscriber = Subscriber(email=address, name=name, status="pending", source=source,
-                                created_at=at, updated_at=at)
+                                created_at=at, updated_at=at, confirmations_since=at,
+                                confirmations_sent=1)
         session.add(subscriber)
         session.flush()
         return SignupResult(subscriber, True, "created")
@@ -251,12 +271,13 @@ def signup(session: Session, email: str, *, name: str | None = None, source: str
         return SignupResult(subscriber, False, "already_active")
     if name and subscriber.name != name:
         subscriber.name = name
-        session.add(subscriber)
+    mail = _count_confirmation(subscriber, at, confirmations_per_day)
+    session.add(subscriber)
     if subscriber.status == "unsubscribed":
         resubscribe(session, subscriber, at=at)
-        return SignupResult(subscriber, True, "resubscribed")
+        return SignupResult(subscriber, mail, "resubscribed" if mail else "throttled")
     session.flush()
-    return SignupResult(subscriber, True, "pending")
+    return SignupResult(subscriber, mail, "pending" if mail else "throttled")
 
 
 def add(session: Session, email: str, *, name: str | None = None, confirmed: bool = False,

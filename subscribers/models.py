@@ -8,7 +8,7 @@ nothing from `digest`.
 import datetime as dt
 from typing import Optional
 
-from sqlalchemy import Column
+from sqlalchemy import Column, Integer
 from sqlmodel import Field, SQLModel
 
 from subscribers.storage import UTCDateTime, utcnow
@@ -22,7 +22,11 @@ def _ts(nullable: bool = True) -> Column:
 
 
 class Subscriber(SQLModel, table=True):
+    """One address on the list. Ids are never reused (AUTOINCREMENT on SQLite; PostgreSQL's
+    sequence never goes back): a removed person's id must not name the next person to sign up."""
+
     __tablename__ = "subscribers"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Optional[int] = Field(default=None, primary_key=True)
     email: str = Field(max_length=320, unique=True, index=True)  # normalised: lower-cased
@@ -35,6 +39,11 @@ class Subscriber(SQLModel, table=True):
     unsubscribed_at: Optional[dt.datetime] = Field(default=None, sa_column=_ts())
     bounced_at: Optional[dt.datetime] = Field(default=None, sa_column=_ts())
     complained_at: Optional[dt.datetime] = Field(default=None, sa_column=_ts())
+    # Confirmation mails sent since `confirmations_since` (a day's window, see lifecycle.signup):
+    # stored on the row so the limit holds across restarts and processes.
+    confirmations_sent: int = Field(default=0, sa_column=Column(Integer, nullable=False,
+                                                                  server_default="0"))
+    confirmations_since: Optional[dt.datetime] = Field(default=None, sa_column=_ts())
 
 
 class Suppression(SQLModel, table=True):

@@ -127,6 +127,17 @@ def create_router(*, sessions: Engine | Callable[[], Session], links: Links,
     def unit_of_work():
         return storage.unit_of_work(new_session)
 
+    def holder(session: Session, token: str, purpose: str, *,
+               lock: bool = False) -> Subscriber | None:
+        """The subscriber a genuine token was issued for, or None when they are gone (their row
+        removed, or the id now someone else's). BadToken for anything not genuine."""
+        claim = links.signer.verify(token, purpose)
+        subscriber = lifecycle.get(session, claim.subject_id, lock=lock)
+        if subscriber is None or not links.signer.held_by(claim, subscriber.email,
+                                                          since=subscriber.created_at):
+            return None
+        return subscriber
+
     def page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
         body = env.get_template(template).render(**context)
         headers = dict(_PRIVATE_HEADERS, **{"Content-Security-Policy": _PAGE_CSP})
@@ -155,14 +166,12 @@ def create_router(*, sessions: Engine | Callable[[], Session], links: Links,
         """The signup form; `?t=` (an unsubscribe token) fills in the address to resubscribe."""
         email = ""
         if t:
-            try:
-                subscriber_id = links.signer.verify_id(t, "unsubscribe")
-            except BadToken:
-                subscriber_id = None
-            if subscriber_id is not None:
-                with new_session() as session:
-                    subscriber = session.get(Subscriber, subscriber_id)
-                    email = subscriber.email if subscriber else ""
+            with new_session() as session:
+                try:
+                    subscriber = holder(session, t, "unsubscribe")
+                except BadToken:
+                    subscriber = None
+                email = subscriber.email if subscriber else ""
         return subscribe_form(email=email)
 
     def register(email: str, name: str | None) -> tuple[str, str | None, int] | None:
@@ -182,7 +191,7 @@ def create_router(*, sessions: Engine | Callable[[], Session], links: Links,
 
     def deliver_confirmation(email: str, name: str | None, subscriber_id: int) -> None:
         try:
-            send_confirmation(email, name, links.confirm(subscriber_id))
+            send_confirmation(email, name, links.confirm(subscriber_id, email))
         except Exception:  # after the response: nobody to tell but the log
             log.exception("confirmation mail to subscriber %s failed", subscriber_id)
 
@@ -267,12 +276,11 @@ def create_router(*, sessions: Engine | Callable[[], Session], links: Links,
 
     @router.get("/confirm/{token}", response_class=HTMLResponse)
     def confirm(token: str) -> HTMLResponse:
-        try:
-            subscriber_id = links.signer.verify_id(token, "confirm")
-        except BadToken:
-            return bad_link()
         with unit_of_work() as session:
-            subscriber = lifecycle.get(session, subscriber_id, lock=True)
+            try:
+                subscriber = holder(session, token, "confirm", lock=True)
+            except BadToken:
+                return bad_link()
             if subscriber is None:
                 return message("We could not find this signup", 404, paragraphs=[
                     "The address may have been removed from the list since. You can sign up "
@@ -301,12 +309,11 @@ def create_router(*, sessions: Engine | Callable[[], Session], links: Links,
     @router.get("/u/{token}", response_class=HTMLResponse)
     def unsubscribe_page(token: str) -> HTMLResponse:
         """A page with one button. Changes nothing: link scanners GET every link they see."""
-        try:
-            subscriber_id = links.signer.verify_id(token, "unsubscribe")
-        except BadToken:
-            return bad_link()
         with new_session() as session:
-            subscriber = session.get(Subscriber, subscriber_id)
+            try:
+                subscriber = holder(session, token, "unsubscribe")
+            except BadToken:
+                return bad_link()
             if subscriber is None:
                 return not_on_list()
             if subscriber.status in ("pending", "active"):
@@ -324,12 +331,11 @@ def create_router(*, sessions: Engine | Callable[[], Session], links: Links,
     def unsubscribe(token: str) -> HTMLResponse:
         """RFC 8058 one-click and the page's button alike: the token in the URL is the authority,
         the body (`List-Unsubscribe=One-Click`) is not needed. 200, no redirect, no cookie."""
-        try:
-            subscriber_id = links.signer.verify_id(token, "unsubscribe")
-        except BadToken:
-            return bad_link()
         with unit_of_work() as session:
-            subscriber = lifecycle.get(session, subscriber_id, lock=True)
+            try:
+                subscriber = holder(session, token, "unsubscribe", lock=True)
+            except BadToken:
+                return bad_link()
             if subscriber is None:
                 return not_on_list()
             try:
@@ -345,11 +351,13 @@ def create_router(*, sessions: Engine | Callable[[], Session], links: Links,
     def view_issue(key: str, t: str | None = None) -> HTMLResponse:
         if not t:
             return bad_link()
-        try:
-            subscriber_id = links.signer.verify_id(t, "view")
-        except BadToken:
-            return bad_link()
-        html = load_issue_html(key, subscriber_id)
+        with new_session() as session:
+            try:
+                subscriber = holder(session, t, "view")
+            except BadToken:
+                return bad_link()
+            subscriber_id = int(subscriber.id) if subscriber is not None else None
+        html = load_issue_html(key, subscriber_id) if subscriber_id is not None else None
         if html is None:
             return message("Issue not found", 404, paragraphs=[
                 "There is no issue under this address, or it is not available any more."])

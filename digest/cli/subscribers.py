@@ -83,7 +83,7 @@ def add(email: str = typer.Argument(..., help="the address to add"),
     cfg = settings()
     links = Links(cfg.base_url, Signer(cfg.signing_key(public=False)))
     try:
-        send_confirmation(cfg, address, sub_name, links.confirm(int(sub_id)))
+        send_confirmation(cfg, address, sub_name, links.confirm(int(sub_id), address))
     except DigestError as exc:
         raise DigestError(f"added {address} as pending, but the confirmation email failed: {exc}; "
                           "run the command again with the same address after fixing it, or use "

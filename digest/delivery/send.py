@@ -223,15 +223,16 @@ class RecipientFactory:
 
     def batch(self, rows: Sequence[tuple[int, int, str, str | None]]) -> list[Recipient]:
         """Recipients for (delivery id, subscriber id, email, name) rows: the links of the whole
-        batch are signed in one go, and each recipient is one dict and one plain object (the
-        hot loop of a send: every call per recipient shows at a million)."""
-        subscriber_ids = [row[1] for row in rows]
-        values = [{UNSUBSCRIBE_URL: url} for url in self._links.unsubscribe_many(subscriber_ids)]
+        batch are bound to their readers' addresses and signed in one go, and each recipient is
+        one dict and one plain object (the hot loop of a send: every call per recipient shows
+        at a million)."""
+        holders = self._links.holders([row[1] for row in rows], [row[2] for row in rows])
+        values = [{UNSUBSCRIBE_URL: url} for url in self._links.unsubscribe_many(holders)]
         if self._view:
-            for mine, url in zip(values, self._links.view_many(self._key, subscriber_ids)):
+            for mine, url in zip(values, self._links.view_many(self._key, holders)):
                 mine[VIEW_URL] = url
         if self._vote:
-            for mine, url in zip(values, self._links.vote_many(self._issue_id, subscriber_ids)):
+            for mine, url in zip(values, self._links.vote_many(self._issue_id, holders)):
                 mine[VOTE_URL] = url
         if self._name:
             for mine, row in zip(values, rows):
@@ -242,11 +243,11 @@ class RecipientFactory:
 
     def __call__(self, delivery_id: int | None, subscriber_id: int, email: str,
                  name: str | None) -> Recipient:
-        values = {UNSUBSCRIBE_URL: self._links.unsubscribe(subscriber_id)}
+        values = {UNSUBSCRIBE_URL: self._links.unsubscribe(subscriber_id, email)}
         if self._view:
-            values[VIEW_URL] = self._links.view(self._key, subscriber_id)
+            values[VIEW_URL] = self._links.view(self._key, subscriber_id, email)
         if self._vote:
-            values[VOTE_URL] = self._links.vote(self._issue_id, subscriber_id)
+            values[VOTE_URL] = self._links.vote(self._issue_id, subscriber_id, email)
         if self._name:
             values[NAME] = name or ""
         if delivery_id is None:
@@ -836,7 +837,8 @@ def send_test_copy(session: Session, issue: Issue, provider: Provider, settings,
     letter = Letter(**{**{f: getattr(letter, f) for f in letter.__dataclass_fields__},
                        "subject": f"[test] {issue.subject}"})
     factory = RecipientFactory(letter, links_for(issue, settings), issue)
-    recipient = factory(None, subscriber.id if subscriber else 0, to.strip(),
+    recipient = factory(None, subscriber.id if subscriber else 0,  # links bound to the row's address
+                        subscriber.email if subscriber else to.strip(),
                         subscriber.name if subscriber else None)
     outcomes = provider.send_batch(letter, [recipient], batch_key=f"test-{uuid.uuid4().hex}")
     return outcomes[0]

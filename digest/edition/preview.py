@@ -30,6 +30,7 @@ from subscribers.tokens import Signer
 
 SAMPLE_NAME = "Sam Sample"
 SAMPLE_SUBSCRIBER_ID = 0  # no real subscriber has id 0, so the sample links act on nobody
+SAMPLE_EMAIL = "sample@example.com"
 
 
 class NothingToPreview(DigestError):
@@ -39,7 +40,8 @@ class NothingToPreview(DigestError):
 def sample_values(settings: Settings, key: str) -> dict[str, str]:
     """Per-subscriber values for a made-up reader, with links shaped like real ones."""
     try:
-        token = Signer(settings.signing_key()).sign("unsubscribe", SAMPLE_SUBSCRIBER_ID)
+        token = Signer(settings.signing_key()).sign("unsubscribe", SAMPLE_SUBSCRIBER_ID,
+                                                     SAMPLE_EMAIL)
     except ConfigurationError:
         token = "0.sample.preview-token-not-valid-for-real-use"
     return {UNSUBSCRIBE_URL: f"{settings.base_url}/u/{token}",

@@ -45,9 +45,10 @@ def issue_loader(engine: Engine, links: Links) -> Callable[[str, int], str | Non
             if subscriber is None:
                 return None
             html, name, issue_id = issue.html, subscriber.name or "", issue.id
-        values = {UNSUBSCRIBE_URL: links.unsubscribe(subscriber_id),
-                  VIEW_URL: links.view(key, subscriber_id),
-                  VOTE_URL: links.vote(issue_id, subscriber_id), NAME: name}
+            address = subscriber.email
+        values = {UNSUBSCRIBE_URL: links.unsubscribe(subscriber_id, address),
+                  VIEW_URL: links.view(key, subscriber_id, address),
+                  VOTE_URL: links.vote(issue_id, subscriber_id, address), NAME: name}
         return SplitTemplate(html, escape_html=True).fill(values)
 
     return load

@@ -49,11 +49,14 @@ def find_ballot(session: Session, signer: Signer, token: str, tool_slug: str) ->
     """What a vote link stands for, or None when the token is not a genuine vote token of a
     reader who still exists, or the tool was not in that reader's issue."""
     try:
-        subscriber_id, issue_id = parse_vote_subject(signer.verify(token, "vote"))
+        claim = signer.verify(token, "vote")
+        subscriber_id, issue_id = parse_vote_subject(claim.subject)
     except (BadToken, ValueError):
         return None
-    if session.get(Subscriber, subscriber_id) is None:
-        return None
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None or not signer.held_by(claim, subscriber.email,
+                                                since=subscriber.created_at):
+        return None  # gone, or the id is not the reader's the link was made for
     issue = session.get(Issue, issue_id)
     if issue is None or issue.status not in VOTABLE_STATES:
         return None

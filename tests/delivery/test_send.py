@@ -99,7 +99,10 @@ def test_recipients_carry_signed_links_a_name_and_a_fixed_message_id(engine, ses
     for recipient, sid, row in zip(provider.calls[0].recipients, ids, rows):
         unsubscribe = recipient.values[UNSUBSCRIBE_URL]
         assert unsubscribe.startswith("https://digest.example.test/u/")
-        assert signer.verify_id(unsubscribe.rsplit("/", 1)[1], "unsubscribe") == sid
+        claim = signer.verify(unsubscribe.rsplit("/", 1)[1], "unsubscribe")
+        assert claim.subject_id == sid  # and bound to this reader's address, nobody else's
+        assert signer.held_by(claim, recipient.email, since=clock.now)
+        assert not signer.held_by(claim, "someone.else@example.com", since=clock.now)
         view = recipient.values[VIEW_URL]
         assert view.startswith("https://digest.example.test/issues/2026-W47?t=")
         assert signer.verify_id(view.split("?t=")[1], "view") == sid
@@ -113,7 +116,8 @@ def test_recipients_carry_signed_links_a_name_and_a_fixed_message_id(engine, ses
     assert "%%" not in html + text and "Reader 1" in text
     # tokens are stamped with the issue's time, so a rebuilt batch is the same request
     again = links_for(issue, settings)
-    assert again.unsubscribe(ids[0]) == provider.calls[0].recipients[0].values[UNSUBSCRIBE_URL]
+    first = provider.calls[0].recipients[0]
+    assert again.unsubscribe(ids[0], first.email) == first.values[UNSUBSCRIBE_URL]
 
 
 def test_no_per_subscriber_queries(engine, session, settings, clock):
@@ -661,15 +665,19 @@ def test_batch_links_equal_one_at_a_time_links(settings):
     signer = Signer(settings.signing_key(), clock=lambda: 1_764_000_000.7)
     links = Links(settings.base_url, signer)
     ids = [1, 7, 123_456, 10**9]
-    assert links.unsubscribe_many(ids) == [links.unsubscribe(i) for i in ids]
-    assert links.view_many("2026-W47", ids) == [links.view("2026-W47", i) for i in ids]
+    emails = [f"r{i}@example.com" for i in ids]
+    holders = links.holders(ids, emails)
+    assert links.unsubscribe_many(holders) == [links.unsubscribe(i, e) for i, e in zip(ids, emails)]
+    assert links.view_many("2026-W47", holders) == [
+        links.view("2026-W47", i, e) for i, e in zip(ids, emails)]
     for purpose in ("confirm", "unsubscribe", "view"):
-        assert signer.sign_many(purpose, ids) == [signer.sign(purpose, i) for i in ids]
+        assert signer.sign_many(purpose, holders) == [
+            signer.sign(purpose, i, e) for i, e in zip(ids, emails)]
     assert signer.sign_many("confirm", []) == []
     with pytest.raises(ValueError):
-        signer.sign_many("admin", [1])
-    for token in signer.sign_many("unsubscribe", ids):
-        assert signer.verify(token, "unsubscribe")
+        signer.sign_many("admin", holders)
+    for token, email in zip(signer.sign_many("unsubscribe", holders), emails):
+        assert signer.held_by(signer.verify(token, "unsubscribe"), email, since=0)
 
 
 def test_a_send_resumed_with_a_smaller_provider_limit_splits_the_planned_batches(

@@ -277,3 +277,74 @@ def test_erasing_again_keeps_the_strongest_reason(session):
 def test_reactivate_needs_a_known_or_suppressed_address(session):
     with pytest.raises(lifecycle.UnknownSubscriber, match="add"):
         lifecycle.reactivate(session, "stranger@example.org", at=at(1))
+
+
+# --- ids are never given twice ------------------------------------------------------------------
+
+def test_a_removed_subscribers_id_is_never_given_to_the_next_one(session):
+    """Links name a subscriber by id: the id of someone erased (here the newest row, which a
+    SQLite table without AUTOINCREMENT hands out again) must never name the next person."""
+    first = lifecycle.signup(session, "first@example.org", at=at(0)).subscriber
+    newest = lifecycle.signup(session, "newest@example.org", at=at(1)).subscriber
+    session.commit()
+    gone = newest.id
+    lifecycle.erase(session, "newest@example.org", at=at(2))
+    session.commit()
+    after = lifecycle.signup(session, "after@example.org", at=at(3)).subscriber
+    operator = lifecycle.add(session, "operator@example.org", at=at(4))
+    session.commit()
+    assert first.id < gone < after.id < operator.id
+
+
+# --- confirmation mails per address -------------------------------------------------------------
+
+def test_a_pending_address_gets_a_few_confirmations_a_day_then_none(session):
+    results = [lifecycle.signup(session, "spam.target@example.org", at=at(i)) for i in range(32)]
+    session.commit()
+    assert [r.send_confirmation for r in results] == [True] * 3 + [False] * 29
+    assert [r.outcome for r in results[:4]] == ["created", "pending", "pending", "throttled"]
+    stored = reload(session, results[0].subscriber.id)
+    assert (stored.status, stored.confirmations_sent, stored.confirmations_since) == (
+        "pending", 3, at(0))
+    # a day after the first mail of the window, the count starts again
+    day = T0 + lifecycle.CONFIRMATION_WINDOW
+    assert not lifecycle.signup(session, "spam.target@example.org",
+                                at=day - dt.timedelta(seconds=1)).send_confirmation
+    assert lifecycle.signup(session, "spam.target@example.org", at=day).send_confirmation
+    again = [lifecycle.signup(session, "Spam.Target@example.org",
+                              at=day + dt.timedelta(minutes=m)).send_confirmation
+             for m in (1, 2, 3)]
+    assert again == [True, True, False]
+
+
+def test_resubscribing_counts_towards_the_same_limit(session):
+    subscriber = make(session, "back@example.org", "unsubscribed")
+    sends = []
+    for minute in range(5):
+        result = lifecycle.signup(session, "back@example.org", at=at(minute))
+        sends.append(result.send_confirmation)
+        lifecycle.unsubscribe(session, result.subscriber, at=at(minute))
+    session.commit()
+    assert sends == [True, True, True, False, False]
+    assert reload(session, subscriber.id).status == "unsubscribed"
+
+
+def test_the_limit_holds_across_concurrent_signups(engine):
+    """32 signups of one address at once, each in its own transaction (as from 32 clients and
+    several server processes): the count lives on the row, so exactly three mails go out."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sqlmodel import Session
+
+    from subscribers.storage import unit_of_work
+
+    with unit_of_work(lambda: Session(engine)) as session:
+        make(session, "target@example.org", "pending")
+
+    def sign_up(i: int) -> bool:
+        with unit_of_work(lambda: Session(engine)) as session:
+            return lifecycle.signup(session, "target@example.org", at=at(i % 5)).send_confirmation
+
+    with ThreadPoolExecutor(8) as pool:
+        sent = list(pool.map(sign_up, range(32)))
+    assert sent.count(True) == lifecycle.CONFIRMATIONS_PER_DAY == 3

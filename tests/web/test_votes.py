@@ -127,10 +127,11 @@ def test_forged_altered_and_foreign_tokens_change_nothing(sent, client, engine, 
         f"/vote/{token[:-2]}xx/{tool}/ship",  # altered signature
         f"/vote/{token.replace(str(readers['ada'].id) + '-', str(readers['bob'].id) + '-', 1)}"
         f"/{tool}/ship",  # another reader's id under Ada's signature
-        f"/vote/{other_key.sign('vote', vote_subject(issue.id, readers['ada'].id))}/{tool}/ship",
-        f"/vote/{signer.sign('unsubscribe', readers['ada'].id)}/{tool}/ship",  # wrong purpose
-        f"/vote/{signer.sign('vote', readers['ada'].id)}/{tool}/ship",  # no issue in it
-        f"/vote/{signer.sign('vote', vote_subject(issue.id + 99, readers['ada'].id))}/{tool}/ship",
+        f"/vote/{other_key.sign('vote', vote_subject(issue.id, readers['ada'].id), 'ada@example.com')}/{tool}/ship",
+        f"/vote/{signer.sign('unsubscribe', readers['ada'].id, 'ada@example.com')}/{tool}/ship",  # wrong purpose
+        f"/vote/{signer.sign('vote', readers['ada'].id, 'ada@example.com')}/{tool}/ship",  # no issue in it
+        f"/vote/{signer.sign('vote', vote_subject(issue.id + 99, readers['ada'].id),
+                          'ada@example.com')}/{tool}/ship",
         f"/vote/{token}/not-in-this-issue/ship",
         f"/vote/{token}/{tool}/maybe",
     ]
@@ -201,6 +202,6 @@ def test_votes_show_in_later_issues_in_place_of_no_votes_yet(sent, client, engin
 def test_vote_links_of_a_legacy_web_copy_are_filled_too(sent, client, settings):
     issue, readers, _ = sent
     links = Links(settings.base_url, Signer(settings.signing_key()))
-    view = path(links.view(issue.key, readers["ada"].id))
+    view = path(links.view(issue.key, readers["ada"].id, readers["ada"].email))
     page = client.get(view)
     assert page.status_code == 200 and "%%" not in page.text and "/vote/" in page.text

@@ -56,10 +56,34 @@ def client(app):
         yield client
 
 
+class RowLinks:
+    """Links for a subscriber id, bound to the address its row holds, as the app binds them
+    (an id with no row gets links bound to an address nobody has)."""
+
+    def __init__(self, links: Links, engine) -> None:
+        self.links, self.engine = links, engine
+        self.base_url, self.signer = links.base_url, links.signer
+
+    def _address(self, subscriber_id: int) -> str:
+        with Session(self.engine) as session:
+            subscriber = session.get(Subscriber, subscriber_id)
+            return subscriber.email if subscriber else "nobody@example.org"
+
+    def confirm(self, subscriber_id: int) -> str:
+        return self.links.confirm(subscriber_id, self._address(subscriber_id))
+
+    def unsubscribe(self, subscriber_id: int) -> str:
+        return self.links.unsubscribe(subscriber_id, self._address(subscriber_id))
+
+    def view(self, issue_key: str, subscriber_id: int) -> str:
+        return self.links.view(issue_key, subscriber_id, self._address(subscriber_id))
+
+
 @pytest.fixture
-def links(settings, clock) -> Links:
+def links(settings, clock, engine) -> RowLinks:
     """Links signed exactly as the app signs them (same key, same clock)."""
-    return Links(settings.base_url, Signer(settings.signing_key(), clock=lambda: clock().timestamp()))
+    return RowLinks(Links(settings.base_url, Signer(settings.signing_key(),
+                                                    clock=lambda: clock().timestamp())), engine)
 
 
 def path_of(url: str) -> str:
@@ -179,9 +203,10 @@ def test_subscribe_response_is_byte_identical_for_known_and_unknown_addresses(cl
             assert answer.status_code == reference.status_code
             assert answer.content == reference.content
             assert sorted(answer.headers.items()) == sorted(reference.headers.items())
-    # only the new, the unsubscribed and the pending addresses were mailed; active, bounced: never
+    # only the new, the unsubscribed and the pending addresses were mailed; active, bounced: never;
+    # the fourth signup of the new address in a day got the same answer and no mail
     mailed = sorted(m["To"].addresses[0].addr_spec for m in outbox_messages(settings))
-    assert mailed == sorted(["unknown@example.org"] * 4 + ["left@example.org"] * 2
+    assert mailed == sorted(["unknown@example.org"] * 3 + ["left@example.org"] * 2
                             + ["waiting@example.org"] * 2)
     assert row(engine, email_="bounced@example.org").status == "bounced"
     assert row(engine, email_="left@example.org").status == "pending", "resubscribe re-confirms"
@@ -323,7 +348,7 @@ def test_bad_tokens_change_nothing_and_get_400_or_404(client, engine, links, clo
         ("get", f"/confirm/{confirm_token[:-4]}"),
         ("get", f"/confirm/{unsubscribe_token}"),  # another purpose, same subscriber
         ("get", f"/confirm/{view_token}"),
-        ("get", path_of(stranger.confirm(pending))),
+        ("get", path_of(stranger.confirm(pending, "pending@example.org"))),
         ("post", f"/u/{_forge(unsubscribe_token)}"),
         ("post", f"/u/{unsubscribe_token[:-3]}"),
         ("post", f"/u/{unsubscribe_token.split('.')[0]}"),
@@ -350,6 +375,147 @@ def test_bad_tokens_change_nothing_and_get_400_or_404(client, engine, links, clo
 
 def test_a_genuine_token_for_a_missing_subscriber_is_404(client, links):
     assert client.get(path_of(links.confirm(999_999))).status_code == 404
+
+
+# --- links of someone who left ------------------------------------------------------------------
+
+def _legacy_token(settings, purpose: str, subscriber_id: int, issued: dt.datetime) -> str:
+    """A token as mail sent before tokens were bound to their reader carries it: an id and a
+    time, signed (`<id>.<issued>.<MAC>`)."""
+    import base64
+    import hashlib
+    import hmac
+
+    key = hmac.new(settings.signing_key(), b"verdict-digest/token/" + purpose.encode(),
+                   hashlib.sha256).digest()
+    body = f"{subscriber_id}.{int(issued.timestamp()):x}"
+    mac = hmac.new(key, body.encode(), hashlib.sha256).digest()[:20]
+    return f"{body}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+
+
+def _erase(engine, address: str) -> None:
+    """What `digest subscribers remove` does."""
+    with Session(engine) as session:
+        lifecycle.erase(session, address, at=T0)
+        session.commit()
+
+
+def _acts_on_nobody(client, engine, newcomer: int, urls: dict[str, str]) -> None:
+    """Every old link, used every way it can be, leaves the newcomer as they were and never shows
+    their address."""
+    before = row(engine, newcomer)
+    for kind, url in urls.items():
+        for method in ("get", "post"):
+            if kind in ("confirm", "resubscribe") and method == "post":
+                continue  # GET-only pages (a POST to /subscribe is a signup, tested elsewhere)
+            response = client.request(method, url)
+            assert "second@example.org" not in response.text, (kind, method, url)
+            assert response.status_code in (200, 404, 405), (kind, method, response.status_code)
+    after = row(engine, newcomer)
+    assert (after.status, after.confirmed_at, after.unsubscribed_at) == (
+        before.status, before.confirmed_at, before.unsubscribed_at)
+
+
+def test_a_removed_readers_old_links_act_on_nobody(client, engine, settings, links, clock):
+    """The probe's case: the newest reader is removed and someone else signs up. The removed
+    reader's confirmation, unsubscribe, resubscribe and web-copy links do nothing to the
+    newcomer, who gets an id of their own."""
+    _issue(engine, "2026-W47", "sent")
+    form(client, "first@example.org")
+    first = row(engine, email_="first@example.org")
+    urls = {"confirm": path_of(confirm_link(outbox_messages(settings)[0])),
+            "unsubscribe": path_of(links.unsubscribe(first.id)),
+            "view": path_of(links.view("2026-W47", first.id))}
+    urls["resubscribe"] = "/subscribe?t=" + urls["unsubscribe"].removeprefix("/u/")
+    _erase(engine, "first@example.org")
+
+    clock.advance(minutes=5)
+    form(client, "second@example.org")
+    second = row(engine, email_="second@example.org")
+    assert second.id > first.id, "an id is never given twice"
+    _acts_on_nobody(client, engine, second.id, urls)
+    assert row(engine, second.id).status == "pending"
+
+    # the newcomer's own links work as usual
+    assert client.get(path_of(confirm_link(outbox_messages(settings)[-1]))).status_code == 200
+    assert row(engine, second.id).status == "active"
+
+
+@pytest.mark.parametrize("newcomer_status", ["pending", "active"])
+def test_old_links_act_on_nobody_even_if_their_id_were_given_again(client, engine, settings,
+                                                                     links, clock,
+                                                                     newcomer_status):
+    """Bound tokens (and tokens from mail sent before binding) name their reader, not just an
+    id: here a newcomer is given the removed reader's id on purpose, and nothing reaches them."""
+    first = add(engine, "first@example.org", "pending")
+    _issue(engine, "2026-W47", "sent")
+    legacy = {"confirm": f"/confirm/{_legacy_token(settings, 'confirm', first, clock())}",
+              "unsubscribe": f"/u/{_legacy_token(settings, 'unsubscribe', first, clock())}",
+              "view": f"/issues/2026-W47?t={_legacy_token(settings, 'view', first, clock())}"}
+    legacy["resubscribe"] = "/subscribe?t=" + legacy["unsubscribe"].removeprefix("/u/")
+    bound = {"confirm": path_of(links.confirm(first)),
+             "unsubscribe": path_of(links.unsubscribe(first)),
+             "view": path_of(links.view("2026-W47", first))}
+    bound["resubscribe"] = "/subscribe?t=" + bound["unsubscribe"].removeprefix("/u/")
+    _erase(engine, "first@example.org")
+
+    clock.advance(hours=1)
+    with Session(engine) as session:
+        session.add(Subscriber(id=first, email="second@example.org", status=newcomer_status,
+                               source="form", created_at=clock(), updated_at=clock(),
+                               confirmed_at=clock() if newcomer_status == "active" else None))
+        session.commit()
+    _acts_on_nobody(client, engine, first, legacy)
+    _acts_on_nobody(client, engine, first, bound)
+
+
+def test_tokens_from_mail_sent_before_binding_still_work_for_their_reader(client, engine,
+                                                                         settings, clock):
+    """Unsubscribe links in mail already sent keep working for the reader they were sent to."""
+    reader = add(engine, "reader@example.org", "active")  # created at T0
+    clock.advance(days=3)
+    token = _legacy_token(settings, "unsubscribe", reader, clock())
+    assert "reader@example.org" in client.get(f"/u/{token}").text
+    assert client.post(f"/u/{token}").status_code == 200
+    assert row(engine, reader).status == "unsubscribed"
+
+
+def test_a_token_rebound_to_another_reader_is_refused(client, engine, links):
+    ada = add(engine, "ada@example.org", "active")
+    bob = add(engine, "bob@example.org", "active")
+    subject, tag, issued, mac = links.unsubscribe(ada).rsplit("/", 1)[1].split(".")
+    bob_tag = links.signer.bind_many([bob], ["bob@example.org"])[0].split(".")[1]
+    for forged in (f"{bob}.{tag}.{issued}.{mac}", f"{bob}.{bob_tag}.{issued}.{mac}",
+                   f"{subject}.{bob_tag}.{issued}.{mac}", f"{bob}.{issued}.{mac}"):
+        assert client.post(f"/u/{forged}").status_code == 400
+        assert "bob@example.org" not in client.get(f"/subscribe?t={forged}").text
+    assert row(engine, ada).status == row(engine, bob).status == "active"
+
+
+# --- confirmation mails per address ---------------------------------------------------------------
+
+def test_one_address_signed_up_from_many_clients_gets_a_few_mails(app, settings, engine, clock):
+    """32 signups of one address from 32 clients (no rate limit applies): three confirmation
+    mails, and 32 identical answers, so nobody learns whether a mail went out. A restart (a new
+    app on the same database) does not reset the count; the next day does."""
+    answers = []
+    for i in range(32):
+        with TestClient(app, client=(f"198.51.100.{i + 1}", 4000)) as someone:
+            answers.append(form(someone, "target@example.org"))
+    for answer in answers:
+        assert (answer.status_code, answer.content) == (answers[0].status_code, answers[0].content)
+        assert sorted(answer.headers.items()) == sorted(answers[0].headers.items())
+    assert len(outbox_messages(settings)) == 3
+
+    restarted = create_app(settings, engine, clock=clock)
+    with TestClient(restarted, client=("203.0.113.9", 4000)) as someone:
+        assert form(someone, "target@example.org").content == answers[0].content
+    assert len(outbox_messages(settings)) == 3
+    clock.advance(days=1)
+    with TestClient(restarted, client=("203.0.113.9", 4000)) as someone:
+        assert form(someone, "target@example.org").content == answers[0].content
+    assert len(outbox_messages(settings)) == 4
+    assert row(engine, email_="target@example.org").status == "pending"
 
 
 # --- view in browser -------------------------------------------------------------------------------
