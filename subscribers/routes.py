@@ -17,6 +17,7 @@ Rules these routes keep:
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import logging
 import threading
 from collections import deque
@@ -63,33 +64,76 @@ _PAGE_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data
 _ISSUE_CSP = "script-src 'none'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 
 
-class RateLimiter:
-    """A sliding-window limit per client, in memory (one process; enough to keep bots out)."""
+def network_key(host: str) -> str:
+    """Whom a rate limit counts: an IPv4 address, or an IPv6 client's /64 (one subscriber line
+    gets a whole /64 and can rotate through it freely). Anything else is kept as it is."""
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
-    def __init__(self, limit: int, window: float, clock: Callable[[], float]) -> None:
-        if limit < 1 or window <= 0:
-            raise ValueError("a rate limit needs limit >= 1 and window > 0")
+
+class RateLimiter:
+    """At most `limit` requests per client in a sliding `window`, in memory (one process; enough
+    to keep bots out), at a constant cost per request however many clients it tracks.
+
+    The window is cut into `buckets` slices, each a dict of counts per client: a request reads
+    its client's count in each live slice and adds one to the newest; a slice older than the
+    window is dropped whole. Nothing ever walks the clients. Memory is bounded too: past
+    `max_clients` distinct clients in a slice, further new clients share one count, so a flood
+    of rotating addresses is limited as one client instead of growing the table."""
+
+    OVERFLOW = "(too many clients)"
+
+    def __init__(self, limit: int, window: float, clock: Callable[[], float], *,
+                 buckets: int = 10, max_clients: int = 100_000) -> None:
+        if limit < 1 or window <= 0 or buckets < 1 or max_clients < 1:
+            raise ValueError("a rate limit needs limit >= 1, window > 0, buckets >= 1 and "
+                             "max_clients >= 1")
         self.limit, self.window, self._clock = limit, window, clock
-        self._hits: dict[str, deque[float]] = {}
+        self.max_clients = max_clients
+        self._slice = window / buckets
+        self._span = buckets  # slices counted: the current one and the buckets-1 before it
+        self._slices: deque[tuple[int, dict[str, int]]] = deque()  # (slice number, counts)
         self._lock = threading.Lock()
 
     def hit(self, key: str) -> float | None:
-        """Count one request; None if allowed, else the seconds until the client may retry."""
+        """Count one request of the client `key` (an address: IPv6 ones count by /64); None if
+        allowed, else the seconds until the client may retry."""
+        key = network_key(key)
         now = self._clock()
+        number = int(now // self._slice)
         with self._lock:
-            if len(self._hits) > 10_000:
-                self._prune(now)
-            hits = self._hits.setdefault(key, deque())
-            while hits and hits[0] <= now - self.window:
-                hits.popleft()
-            if len(hits) >= self.limit:
-                return max(hits[0] + self.window - now, 1.0)
-            hits.append(now)
+            slices = self._slices
+            while slices and slices[0][0] <= number - self._span:
+                slices.popleft()  # at most `buckets` a call, each dropped once
+            if slices and number < slices[-1][0]:
+                number = slices[-1][0]  # the clock stepped back: count in the newest slice
+            if not slices or slices[-1][0] != number:
+                slices.append((number, {}))
+            newest = slices[-1][1]
+            if key not in newest and len(newest) >= self.max_clients:
+                key = self.OVERFLOW
+            counts = [(n, counts.get(key, 0)) for n, counts in slices]
+            total = sum(count for _, count in counts)
+            if total >= self.limit:
+                # Retry when enough of the oldest slices have left the window.
+                for n, count in counts:
+                    total -= count
+                    if total < self.limit:
+                        return max((n + self._span) * self._slice - now, 1.0)
+            newest[key] = newest.get(key, 0) + 1
             return None
 
-    def _prune(self, now: float) -> None:
-        for key in [k for k, v in self._hits.items() if not v or v[-1] <= now - self.window]:
-            del self._hits[key]
+    def tracked(self) -> int:
+        """Client entries held now (for tests and monitoring)."""
+        with self._lock:
+            return sum(len(counts) for _, counts in self._slices)
 
 
 class _BadInput(Exception):

@@ -234,6 +234,18 @@ def test_rate_limit_per_client_with_the_injected_clock(app, engine, clock):
         assert row(engine, email_="r5@example.org").status == "pending"
 
 
+def test_rate_limit_counts_an_ipv6_slash_64_as_one_client(app, engine):
+    """Rotating through the addresses of one IPv6 line does not escape the limit."""
+    answers = []
+    for i in range(1, 7):
+        with TestClient(app, client=(f"2001:db8:5:6::{i:x}", 4000)) as rotating:
+            answers.append(form(rotating, f"v6-{i}@example.org").status_code)
+    assert answers == [200] * 5 + [429]
+    assert row(engine, email_="v6-6@example.org") is None
+    with TestClient(app, client=("2001:db8:5:7::1", 4000)) as neighbour:
+        assert form(neighbour, "next@example.org").status_code == 200
+
+
 def test_resubscribing_after_unsubscribe_goes_through_confirmation(client, engine, settings, links):
     subscriber_id = add(engine, "back@example.org", "active")
     assert client.post(path_of(links.unsubscribe(subscriber_id))).status_code == 200
