@@ -77,7 +77,7 @@ def test_default_week_is_this_week_or_the_newest_with_content(seeded, settings):
 
 def test_sample_values_carry_a_signed_unsubscribe_link(settings):
     values = sample_values(settings, "2026-W47")
-    assert re.fullmatch(r"https://digest\.example\.test/u/0\.[0-9a-f]+\.[\w-]+",
+    assert re.fullmatch(r"https://digest\.example\.test/u/0\.[\w-]+\.[0-9a-f]+\.[\w-]+",
                         values["%%UNSUBSCRIBE_URL%%"])
     assert values["%%NAME%%"] == SAMPLE_NAME
 

@@ -130,8 +130,8 @@ def test_forged_altered_and_foreign_tokens_change_nothing(sent, client, engine, 
         f"/vote/{other_key.sign('vote', vote_subject(issue.id, readers['ada'].id), 'ada@example.com')}/{tool}/ship",
         f"/vote/{signer.sign('unsubscribe', readers['ada'].id, 'ada@example.com')}/{tool}/ship",  # wrong purpose
         f"/vote/{signer.sign('vote', readers['ada'].id, 'ada@example.com')}/{tool}/ship",  # no issue in it
-        f"/vote/{signer.sign('vote', vote_subject(issue.id + 99, readers['ada'].id),
-                          'ada@example.com')}/{tool}/ship",
+        "/vote/" + signer.sign("vote", vote_subject(issue.id + 99, readers["ada"].id),
+                               "ada@example.com") + f"/{tool}/ship",
         f"/vote/{token}/not-in-this-issue/ship",
         f"/vote/{token}/{tool}/maybe",
     ]

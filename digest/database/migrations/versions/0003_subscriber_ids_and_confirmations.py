@@ -7,7 +7,7 @@ needs nothing. Two columns count the confirmation mails of the current day's win
 pending address cannot be mailed over and over by repeated signups.
 
 Revision ID: 0003
-Revises: 0002
+Revises: 0007
 Create Date: 2026-12-04 11:40:00
 """
 from alembic import op
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 
 revision = '0003'
-down_revision = '0002'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 
