@@ -2,8 +2,10 @@
 
 SQLite gave a removed subscriber's id to the next signup (a rowid table without AUTOINCREMENT
 reuses the highest id once it is deleted), so links issued to the removed person acted on the
-new one. The table is rebuilt with AUTOINCREMENT; PostgreSQL's sequence never goes back and
-needs nothing. Two columns count the confirmation mails of the current day's window, so a
+new one. The table is rebuilt with AUTOINCREMENT; from then on no id is given twice. (An id at
+the top deleted before this migration leaves no trace and may be given once more; tokens are
+bound to their reader's address, so such an id still reaches nobody's links but its own.)
+PostgreSQL's sequence never goes back; it is only moved past the highest id in use. Two columns count the confirmation mails of the current day's window, so a
 pending address cannot be mailed over and over by repeated signups.
 
 Revision ID: 0003
@@ -34,6 +36,12 @@ def upgrade() -> None:
                                       server_default='0'))
         batch_op.add_column(sa.Column('confirmations_since', sa.DateTime(timezone=True),
                                       nullable=True))
+    if op.get_bind().dialect.name == 'postgresql':
+        # The sequence never goes back, but rows written with explicit ids (a hand-made restore)
+        # leave it behind them: move it past the highest id, so the next one is new too.
+        op.execute("SELECT setval(pg_get_serial_sequence('subscribers', 'id'), GREATEST("
+                   "(SELECT COALESCE(MAX(id), 0) FROM subscribers), "
+                   "(SELECT last_value FROM subscribers_id_seq), 1))")
 
 
 def downgrade() -> None:
