@@ -837,7 +837,8 @@ def send_test_copy(session: Session, issue: Issue, provider: Provider, settings,
     letter = Letter(**{**{f: getattr(letter, f) for f in letter.__dataclass_fields__},
                        "subject": f"[test] {issue.subject}"})
     factory = RecipientFactory(letter, links_for(issue, settings), issue)
-    recipient = factory(None, subscriber.id if subscriber else 0,  # links bound to the row's address
+    # The links are bound to the address the row holds.
+    recipient = factory(None, subscriber.id if subscriber else 0,
                         subscriber.email if subscriber else to.strip(),
                         subscriber.name if subscriber else None)
     outcomes = provider.send_batch(letter, [recipient], batch_key=f"test-{uuid.uuid4().hex}")

@@ -78,7 +78,8 @@ def test_0003_keeps_every_row_and_ids_are_never_given_again(fresh_url):
             [{"i": i, "e": f"r{i}@example.com", "t": t} for i in range(1, 301)])
         conn.execute(text(
             "INSERT INTO delivery_batches (id, issue_id, batch_no, status, first_id, last_id,"
-            " size, attempts, reason, updated_at) VALUES (1, 1, 0, 'done', 1, 300, 300, 1, '', :t)"),
+            " size, attempts, reason, updated_at)"
+            " VALUES (1, 1, 0, 'done', 1, 300, 300, 1, '', :t)"),
             {"t": t})
         conn.execute(text(
             "INSERT INTO deliveries (id, issue_id, subscriber_id, status, attempts, reason,"

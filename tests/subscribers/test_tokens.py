@@ -63,7 +63,8 @@ def test_forged_tokens_are_refused(signer):
         f"8.{tag}.{issued}.{mac}",  # someone else's id with this MAC
         _flip_last_mac_byte(token),
         f"{subject}.{tag}.{int(issued, 16) + 1:x}.{mac}",  # a changed date
-        Signer(b"another-key-0123456789abcdef").sign("unsubscribe", 7, HOLDER),  # another installation
+        # another installation
+        Signer(b"another-key-0123456789abcdef").sign("unsubscribe", 7, HOLDER),
     ]
     for forged in forgeries:
         with pytest.raises(BadToken):
@@ -129,7 +130,8 @@ def _legacy_token(purpose: str, subject: int, issued: int, key: bytes = KEY) -> 
     import hashlib
     import hmac
 
-    purpose_key = hmac.new(key, b"verdict-digest/token/" + purpose.encode(), hashlib.sha256).digest()
+    purpose_key = hmac.new(key, b"verdict-digest/token/" + purpose.encode(),
+                           hashlib.sha256).digest()
     body = f"{subject}.{issued:x}"
     mac = hmac.new(purpose_key, body.encode(), hashlib.sha256).digest()[:20]
     return f"{body}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
@@ -141,7 +143,8 @@ def test_a_token_acts_only_on_the_address_it_was_issued_for(signer, clock):
     since = clock.now + 3600  # even a row created after the token: the address decides
     assert signer.held_by(claim, HOLDER, since=since)
     assert not signer.held_by(claim, "bob@example.com", since=since)
-    assert not signer.held_by(claim, "Ada@example.com", since=since)  # addresses are stored lower-case
+    # addresses are stored lower-case: another spelling is another holder
+    assert not signer.held_by(claim, "Ada@example.com", since=since)
 
 
 def test_the_address_is_not_readable_from_the_token(signer):

@@ -45,7 +45,8 @@ def test_the_access_log_keeps_method_route_status_and_time_and_no_token(settings
                 ("GET", f"/u/{tokens['unsubscribe']}", "/u/[token]"),
                 ("POST", f"/u/{tokens['unsubscribe']}", "/u/[token]"),
                 ("GET", f"/subscribe?t={tokens['unsubscribe']}", "/subscribe?t=[token]"),
-                ("GET", f"/issues/2026-W47?t={tokens['view']}&utm=x", "/issues/2026-W47?t=[token]&utm=x"),
+                ("GET", f"/issues/2026-W47?t={tokens['view']}&utm=x",
+                 "/issues/2026-W47?t=[token]&utm=x"),
                 ("GET", "/subscribe", "/subscribe")]
 
     config = uvicorn.Config(create_app(settings, engine), log_config=log_config(),

@@ -120,6 +120,7 @@ def test_forged_altered_and_foreign_tokens_change_nothing(sent, client, engine, 
     tool = path(good).split("/")[3]
     signer = Signer(settings.signing_key())
     other_key = Signer(b"another-secret-key-0123456789")
+    ada = readers["ada"].email
     with Session(engine) as s:
         other_issue_tool = s.exec(select(Tool).where(Tool.slug.not_in(
             [tool]))).first().slug
@@ -127,11 +128,12 @@ def test_forged_altered_and_foreign_tokens_change_nothing(sent, client, engine, 
         f"/vote/{token[:-2]}xx/{tool}/ship",  # altered signature
         f"/vote/{token.replace(str(readers['ada'].id) + '-', str(readers['bob'].id) + '-', 1)}"
         f"/{tool}/ship",  # another reader's id under Ada's signature
-        f"/vote/{other_key.sign('vote', vote_subject(issue.id, readers['ada'].id), 'ada@example.com')}/{tool}/ship",
-        f"/vote/{signer.sign('unsubscribe', readers['ada'].id, 'ada@example.com')}/{tool}/ship",  # wrong purpose
-        f"/vote/{signer.sign('vote', readers['ada'].id, 'ada@example.com')}/{tool}/ship",  # no issue in it
-        "/vote/" + signer.sign("vote", vote_subject(issue.id + 99, readers["ada"].id),
-                               "ada@example.com") + f"/{tool}/ship",
+        "/vote/" + other_key.sign("vote", vote_subject(issue.id, readers["ada"].id), ada)
+        + f"/{tool}/ship",
+        f"/vote/{signer.sign('unsubscribe', readers['ada'].id, ada)}/{tool}/ship",  # wrong purpose
+        f"/vote/{signer.sign('vote', readers['ada'].id, ada)}/{tool}/ship",  # no issue in it
+        "/vote/" + signer.sign("vote", vote_subject(issue.id + 99, readers["ada"].id), ada)
+        + f"/{tool}/ship",
         f"/vote/{token}/not-in-this-issue/ship",
         f"/vote/{token}/{tool}/maybe",
     ]

@@ -5,11 +5,13 @@ reuses the highest id once it is deleted), so links issued to the removed person
 new one. The table is rebuilt with AUTOINCREMENT; from then on no id is given twice. (An id at
 the top deleted before this migration leaves no trace and may be given once more; tokens are
 bound to their reader's address, so such an id still reaches nobody's links but its own.)
-PostgreSQL's sequence never goes back; it is only moved past the highest id in use. Two columns count the confirmation mails of the current day's window, so a
-pending address cannot be mailed over and over by repeated signups.
+PostgreSQL's sequence never goes back; it is only moved past the highest id in use.
+
+Two columns count the confirmation mails of the current day's window, so a pending address
+cannot be mailed over and over by repeated signups.
 
 Revision ID: 0003
-Revises: 0007
+Revises: 0005
 Create Date: 2026-12-04 11:40:00
 """
 from alembic import op
@@ -17,7 +19,7 @@ import sqlalchemy as sa
 
 
 revision = '0003'
-down_revision = '0007'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 
