@@ -92,7 +92,7 @@ def test_archive_and_vote_flow(browser, site, settings, engine, artifacts_dir, w
         page.screenshot(path=str(artifacts_dir / f"archive-issue-{width}.png"), full_page=True)
 
         signer = Signer(settings.signing_key())
-        vote_base = Links(base, signer).vote(issue.id, reader.id)
+        vote_base = Links(base, signer).vote(issue.id, reader.id, reader.email)
         page.goto(f"{vote_base}/w1-tool-0/ship")
         assert page.evaluate("document.documentElement.scrollWidth") <= width
         assert re.search("Would you ship", page.inner_text("h1"))
