@@ -10,6 +10,8 @@ Rules these routes keep:
 - `GET /u/{token}` never changes anything: link scanners fetch every URL in a message. Only
   `POST /u/{token}` (the page's one button, or a mailbox provider's RFC 8058 one-click request)
   unsubscribes; it answers 200 with no redirect and no cookie, and repeating it is harmless.
+- A token acts only on the reader it was issued for (`holder`): the row its id leads to must
+  still hold the address the token is bound to, so a removed reader's links reach nobody else.
 - Token pages send `Referrer-Policy: no-referrer` so a token in the URL never leaks to the sites
   an issue links to, and `Cache-Control: no-store`.
 """
@@ -119,11 +121,11 @@ class RateLimiter:
             newest = slices[-1][1]
             if key not in newest and len(newest) >= self.max_clients:
                 key = self.OVERFLOW
-            counts = [(n, counts.get(key, 0)) for n, counts in slices]
-            total = sum(count for _, count in counts)
+            per_slice = [(n, counts.get(key, 0)) for n, counts in slices]
+            total = sum(count for _, count in per_slice)
             if total >= self.limit:
                 # Retry when enough of the oldest slices have left the window.
-                for n, count in counts:
+                for n, count in per_slice:
                     total -= count
                     if total < self.limit:
                         return max((n + self._span) * self._slice - now, 1.0)
