@@ -164,8 +164,8 @@ def test_email_conventions(conf):
     assert re.search(r"@media \(prefers-color-scheme:\s*dark\)", issue.html)
     assert "!important" in issue.html  # the inliner kept them: dark mode and columns need them
     assert "max-width:600px" in issue.html
-    preheader = doc.find("div")[0]
-    assert "display:none" in preheader["style"]
+    preheader = next(d for d in doc.find("div") if d.get("class") == "preheader")
+    assert "display:none" in preheader["style"] and "color" not in preheader["style"]
     assert issue.preheader in doc.text
     assert doc.find("title")
     assert all(img.get("alt") is not None for img in doc.find("img"))
