@@ -24,38 +24,53 @@ _PAGE = Environment(autoescape=True).from_string("""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Preview {{ key }} · {{ site_name }}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
+ * { box-sizing: border-box; }
  body { margin: 0; font: 14px/1.5 -apple-system, Roboto, Helvetica, Arial, sans-serif;
         background: #f4f5f8; color: #1f2937; }
  header { display: flex; flex-wrap: wrap; gap: 12px 24px; align-items: center;
           padding: 14px 24px; background: #111827; color: #f9fafb; }
  header h1 { margin: 0; font-size: 16px; }
  header a { color: #c7d2fe; }
- header form { margin: 0; }
+ header nav { display: flex; gap: 16px; }
+ header form { margin: 0; display: flex; flex-wrap: wrap; gap: 8px; align-items: center; }
+ select, button { font: inherit; min-height: 32px; }
+ button { padding: 4px 14px; border: 0; border-radius: 6px; background: #4f46e5; color: #fff;
+          font-weight: 700; cursor: pointer; }
+ a:focus-visible, button:focus-visible, select:focus-visible {
+   outline: 3px solid #a5b4fc; outline-offset: 2px; }
  main { padding: 20px 24px 40px; }
- dl { display: grid; grid-template-columns: max-content 1fr; gap: 6px 16px; margin: 0 0 20px;
-      max-width: 1200px; }
- dt { color: #6b7280; } dd { margin: 0; }
- .meter { width: 320px; height: 10px; background: #e5e7eb; border-radius: 5px; overflow: hidden;
-          display: inline-block; vertical-align: middle; margin-right: 8px; }
+ dl { display: grid; grid-template-columns: max-content minmax(0, 1fr); gap: 6px 16px;
+      margin: 0 0 20px; max-width: 1200px; }
+ dt { color: #5f6776; } dd { margin: 0; overflow-wrap: anywhere; }
+ .meter { width: 320px; max-width: 100%; height: 10px; background: #e5e7eb; border-radius: 5px;
+          overflow: hidden; display: inline-block; vertical-align: middle; margin-right: 8px; }
  .meter span { display: block; height: 100%; background: #4f46e5; }
  .meter.over span { background: #dc2626; }
  .frames { display: flex; flex-wrap: wrap; gap: 24px; align-items: flex-start; }
- figure { margin: 0; } figcaption { color: #6b7280; margin-bottom: 6px; }
- iframe { border: 1px solid #d1d5db; border-radius: 8px; background: #fff; height: 1400px; }
- pre { white-space: pre-wrap; background: #fff; border: 1px solid #d1d5db; border-radius: 8px;
-       padding: 16px; max-width: 78ch; font: 13px/1.45 ui-monospace, Menlo, Consolas, monospace; }
+ figure { margin: 0; max-width: 100%; } figcaption { color: #5f6776; margin-bottom: 6px; }
+ iframe { border: 1px solid #d1d5db; border-radius: 8px; background: #fff; height: 1400px;
+          max-width: 100%; }
+ pre { white-space: pre-wrap; overflow-wrap: anywhere; background: #fff;
+       border: 1px solid #d1d5db; border-radius: 8px; padding: 16px; max-width: 78ch;
+       font: 13px/1.45 ui-monospace, Menlo, Consolas, monospace; }
  .tag { display: inline-block; padding: 1px 8px; border-radius: 9px; background: #e0e7ff;
         color: #3730a3; font-size: 12px; }
  .warn { background: #fef3c7; color: #92400e; }
+ @media (max-width: 600px) {
+   header, main { padding-left: 12px; padding-right: 12px; }
+   dl { grid-template-columns: minmax(0, 1fr); gap: 2px; }
+   dd { margin-bottom: 8px; }
+ }
 </style></head><body>
 <header>
  <h1>{{ site_name }} · issue preview</h1>
  <form action="{{ root }}/go" method="get"><label>Week
-  <select name="week" onchange="this.form.submit()">
+  <select name="week">
   {% for w in weeks %}<option value="{{ w }}"{% if w == key %} selected{% endif %}>{{ w }}</option>{% endfor %}
-  </select></label> <noscript><button>Show</button></noscript></form>
+  </select></label> <button type="submit">Show</button></form>
+ {% if prev or next %}<nav aria-label="Neighbouring weeks">
  {% if prev %}<a href="{{ root }}/week/{{ prev }}">&larr; {{ prev }}</a>{% endif %}
- {% if next %}<a href="{{ root }}/week/{{ next }}">{{ next }} &rarr;</a>{% endif %}
+ {% if next %}<a href="{{ root }}/week/{{ next }}">{{ next }} &rarr;</a>{% endif %}</nav>{% endif %}
 </header>
 <main>
 {% if error %}<p class="tag warn">{{ error }}</p>{% else %}
