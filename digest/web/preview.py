@@ -24,7 +24,6 @@ _PAGE = Environment(autoescape=True).from_string("""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Preview {{ key }} · {{ site_name }}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
- * { box-sizing: border-box; }
  body { margin: 0; font: 14px/1.5 -apple-system, Roboto, Helvetica, Arial, sans-serif;
         background: #f4f5f8; color: #1f2937; }
  header { display: flex; flex-wrap: wrap; gap: 12px 24px; align-items: center;
@@ -49,7 +48,7 @@ _PAGE = Environment(autoescape=True).from_string("""<!doctype html>
  .frames { display: flex; flex-wrap: wrap; gap: 24px; align-items: flex-start; }
  figure { margin: 0; max-width: 100%; } figcaption { color: #5f6776; margin-bottom: 6px; }
  iframe { border: 1px solid #d1d5db; border-radius: 8px; background: #fff; height: 1400px;
-          max-width: 100%; }
+          max-width: calc(100% - 2px); }
  pre { white-space: pre-wrap; overflow-wrap: anywhere; background: #fff;
        border: 1px solid #d1d5db; border-radius: 8px; padding: 16px; max-width: 78ch;
        font: 13px/1.45 ui-monospace, Menlo, Consolas, monospace; }
