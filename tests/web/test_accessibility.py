@@ -209,6 +209,10 @@ def test_every_web_page_passes_the_audit(browser, site, artifacts_dir, scheme):
         assert page.goto(links.confirm(pending.id)).status == 200
         check("confirm")
 
+        assert page.goto(links.view(EDITION.key, reader.id)).status == 200  # "view in browser"
+        _fits(page, 375)
+        assert_accessible(page, f"issue in the browser, {scheme}")
+
         assert page.goto(links.unsubscribe(reader.id)).status == 200
         check("unsubscribe")
         page.click("button[type=submit]")
