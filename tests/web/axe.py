@@ -30,7 +30,8 @@ class Violation:
 
     def line(self) -> str:
         where = ", ".join(self.targets[:4]) + (" …" if len(self.targets) > 4 else "")
-        return f"{self.impact} {self.rule}: {self.help} [{len(self.targets)}x: {where}] {self.summary}"
+        count = len(self.targets)
+        return f"{self.impact} {self.rule}: {self.help} [{count}x: {where}] {self.summary}"
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,12 @@ class Audit:
         return f"{self.label}:\n" + "\n".join("  " + v.line() for v in violations)
 
 
+def _target(node: dict) -> str:
+    """The node's selector (inside frames or shadow roots axe gives a list: the last part)."""
+    last = node["target"][-1]
+    return last if isinstance(last, str) else json.dumps(last)
+
+
 def _summary(node: dict) -> str:
     checks = node.get("any", []) + node.get("all", []) + node.get("none", [])
     return checks[0]["message"] if checks else ""
@@ -67,8 +74,7 @@ def audit(page, label: str = "", *, frames: bool = False) -> Audit:
     response = Axe().run(page, options=options).response
     violations = tuple(
         Violation(rule=v["id"], impact=v.get("impact") or "minor", help=v["help"],
-                  targets=tuple(json.dumps(n["target"][-1]) if not isinstance(n["target"][-1], str)
-                                else n["target"][-1] for n in v["nodes"]),
+                  targets=tuple(_target(n) for n in v["nodes"]),
                   summary=_summary(v["nodes"][0]) if v["nodes"] else "")
         for v in response["violations"])
     return Audit(label or page.url, violations, len(response["passes"]))

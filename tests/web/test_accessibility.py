@@ -33,7 +33,8 @@ from subscribers.tokens import Signer
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
+    pytest.mark.skipif(not CHROMIUM.exists(),
+                       reason="needs Debian's chromium at /usr/bin/chromium"),
 ]
 EDITION = Edition(2026, 47)
 NOW = dt.datetime(2026, 12, 1, 9, tzinfo=UTC)
