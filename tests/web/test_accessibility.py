@@ -207,14 +207,14 @@ def test_every_web_page_passes_the_audit(browser, site, artifacts_dir, scheme):
         assert page.locator(".error").count() == 1
         check("subscribe-error")
 
-        assert page.goto(links.confirm(pending.id)).status == 200
+        assert page.goto(links.confirm(pending.id, pending.email)).status == 200
         check("confirm")
 
-        assert page.goto(links.view(EDITION.key, reader.id)).status == 200  # "view in browser"
+        assert page.goto(links.view(EDITION.key, reader.id, reader.email)).status == 200  # "view in browser"
         _fits(page, 375)
         assert_accessible(page, f"issue in the browser, {scheme}")
 
-        assert page.goto(links.unsubscribe(reader.id)).status == 200
+        assert page.goto(links.unsubscribe(reader.id, reader.email)).status == 200
         check("unsubscribe")
         page.click("button[type=submit]")
         page.wait_for_load_state("load")
@@ -226,7 +226,7 @@ def test_every_web_page_passes_the_audit(browser, site, artifacts_dir, scheme):
         _fits(page, 375)
         assert_accessible(page, f"archive issue, {scheme}")
 
-        assert page.goto(f"{links.vote(issue.id, pending.id)}/tool-0/ship").status == 200
+        assert page.goto(f"{links.vote(issue.id, pending.id, pending.email)}/tool-0/ship").status == 200
         check("vote")
 
         assert page.goto(f"{base}/preview/week/{EDITION.key}").status == 200
