@@ -25,7 +25,6 @@ from typing import Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 from sqlmodel import Session, select
 
 from digest.cli.common import (FormatOption, OutputFormat, console, engine, err_console,

@@ -1,5 +1,5 @@
-"""The operator's preview: an edition as a sample subscriber gets it, and a local page to check
-it at desktop and phone widths before it goes out.
+"""The operator's preview: an edition as a sample subscriber gets it (the page that shows it at
+desktop and phone widths is `digest.web.preview`).
 
 A stored issue is shown as stored (it is frozen); a week not composed yet is drafted on the fly
 and never saved, so looking at a week in progress cannot freeze it.
@@ -8,21 +8,15 @@ and never saved, so looking at a week in progress cannot freeze it.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from fastapi import FastAPI, HTTPException
-from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse
-from jinja2 import Environment
-from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from digest.edition.compose import draft_issue, load_issue, personalize
-from digest.database import utcnow
 from digest.errors import ConfigurationError, DigestError
 from digest.database.models import Issue
 from digest.edition.personalize import NAME, UNSUBSCRIBE_URL, VIEW_URL, VOTE_URL
-from digest.edition.render import BUDGET_BYTES, measured_size
+from digest.edition.render import measured_size
 from digest.edition.select import editions_with_content
 from digest.settings import Settings
 from digest.edition.weeks import Edition
