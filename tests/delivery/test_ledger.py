@@ -134,11 +134,11 @@ def test_a_claim_writes_one_batch_row_whatever_the_batch_size(engine, session):
     assert ledger_writes == [] and len(batch_writes) == 1
 
 
+@pytest.mark.parametrize("db_url", [pytest.param("postgresql", marks=pytest.mark.postgres)],
+                         indirect=True)
 def test_the_claim_reads_the_batch_table_alone(engine, session):
     """EXPLAIN of the claim's locking statement: it never reads the ledger, so its cost does not
     grow with the deliveries already planned or sent (bench/run.py times it at a million)."""
-    if engine.dialect.name != "postgresql":
-        pytest.skip("EXPLAIN's plan format is PostgreSQL's")
     add_subscribers(engine, 3000)
     issue = make_issue(session)
     plan_deliveries(session, issue.id, now=START, batch_size=100)
@@ -161,12 +161,11 @@ def test_the_claim_reads_the_batch_table_alone(engine, session):
     assert claim(session, issue, 100, key="next").first_id == 2701
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_on_sqlite_a_batch_is_read_and_written_through_its_id_range(engine, session):
     """Every ledger statement of one batch's round trip reaches the deliveries by primary key
     (EXPLAIN QUERY PLAN), never by walking the issue's rows: that walk made a million-recipient
     send five times slower."""
-    if engine.dialect.name != "sqlite":
-        pytest.skip("SQLite's planner (PostgreSQL's choice rests on statistics; the benchmark times it)")
     add_subscribers(engine, 300)
     issue = make_issue(session)
     plan_deliveries(session, issue.id, now=START, batch_size=100)

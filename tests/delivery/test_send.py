@@ -706,13 +706,14 @@ def test_a_send_resumed_with_a_smaller_provider_limit_splits_the_planned_batches
     assert len({c.batch_key for c in smaller.calls}) == 8
 
 
+@pytest.mark.parametrize("db_url", [pytest.param("postgresql", marks=pytest.mark.postgres)],
+                         indirect=True)
 def test_the_last_batch_being_claimed_elsewhere_does_not_end_the_send(db_url, engine, session,
                                                                       settings, clock):
     """PostgreSQL: another worker has locked the last batch and not yet committed its claim, so
     this sender's claim skips it. The sender must look again, not end the send with deliveries
     open (it used to pause with an 'uncertain' message and nothing uncertain)."""
-    if engine.dialect.name != "postgresql":
-        pytest.skip("row locks and SKIP LOCKED are PostgreSQL's; SQLite serialises claims")
+    # PostgreSQL only: row locks and SKIP LOCKED are its own; SQLite serialises claims.
     from digest.database import make_engine
 
     add_subscribers(engine, 20)
