@@ -106,7 +106,7 @@ def print_send_report(report, fmt: OutputFormat, *, title: str) -> None:
     table = Table(title=title, show_header=True)
     table.add_column("state")
     table.add_column("recipients", justify="right")
-    for state in ("sent", "failed", "skipped", "uncertain", "pending", "claimed"):
+    for state in ("sent", "failed", "skipped", "uncertain", "pending", "claimed", "sending"):
         table.add_row(state, f"{data[state]:,}")
     table.add_row("total", f"{data['total']:,}", style="bold")
     console.print(table)

@@ -162,7 +162,8 @@ class DeliveryBatch(SQLModel, table=True):
     issue_id: int = Field(sa_column=Column(Integer, ForeignKey("issues.id", ondelete="CASCADE"),
                                            nullable=False))
     batch_no: int
-    status: str = Field(default="pending", max_length=20)  # pending | claimed | uncertain | done
+    # pending | claimed | sending | uncertain | done (see digest/delivery/ledger.py)
+    status: str = Field(default="pending", max_length=20)
     key: Optional[str] = Field(default=None, max_length=80)
     first_id: int
     last_id: int
@@ -170,6 +171,9 @@ class DeliveryBatch(SQLModel, table=True):
     attempts: int = 0
     lease_until: Optional[dt.datetime] = Field(default=None, sa_column=_ts())
     not_before: Optional[dt.datetime] = Field(default=None, sa_column=_ts())
+    # When the first request that may have reached these recipients left; NULL while none has
+    # gone out unanswered. A batch claimed but never started goes back to pending after a crash.
+    started_at: Optional[dt.datetime] = Field(default=None, sa_column=_ts())
     reason: str = Field(default="", sa_type=Text)
     updated_at: dt.datetime = Field(default_factory=utcnow, sa_column=_ts(False))
 

@@ -3,9 +3,19 @@ after its transition, so a row can only move along the allowed edges whatever el
 
 Deliveries are planned into batches, one provider request each (`plan.py`). A batch moves::
 
-    pending --claim--> claimed(lease, key) --record--> done | pending (some rows retry later)
-    claimed --orphaned (sender gone, lease over)--> uncertain --claim again, SAME key--> claimed
-    claimed --release--> pending (surely not sent) | uncertain (maybe sent)
+    pending --claim--> claimed(lease, key) --start--> sending(started_at) --record--> done
+                                                       | pending (some rows retry later)
+    sending --back off (answered: nothing taken, e.g. 429)--> claimed
+    claimed|sending --release--> pending (surely not sent) | uncertain (maybe sent)
+    orphaned (sender gone, lease over): sending --> uncertain, claimed --> pending
+    uncertain --claim again, SAME key--> claimed(started_at kept) --start--> sending ...
+
+`started_at` is the mark of doubt: set when a request leaves, cleared when an answer says
+nothing was taken, and kept while any request for these recipients may have been accepted (an
+uncertain batch claimed again keeps it, so a crash before its retry starts leaves it uncertain,
+never pending under a new key). The start is one small write per batch, committed before the
+request leaves, so a sender that dies with batches claimed ahead or waiting out a 429 leaves
+them to be sent normally, and only the request that was really out is in doubt.
 
 and each of its deliveries is written once, by the record: pending -> sent(provider id) |
 failed(reason) | skipped(reason) | pending (transient). Claims and leases live on the batch row
@@ -16,10 +26,11 @@ Issues::
     ready | paused | sending(holder gone or lease over) --acquire--> sending(sender, lease)
     sending(us) --finish--> sent      sending(us) --pause--> paused(reason)
 
-Functions take a session and leave committing to the caller: the send loop commits a claim
-before the provider call and the outcome after it, so a crash anywhere leaves its batches
-`claimed`, which the next holder of the issue turns into `uncertain` instead of silently
-re-sending them.
+Functions take a session and leave committing to the caller: the send loop commits a claim,
+then the start of its request just before the provider call, and the outcome after it, so a
+crash anywhere leaves its batches `claimed` (never started: pending again) or `sending`
+(started: the next holder of the issue turns them into `uncertain` instead of silently re-sending
+them).
 """
 
 from __future__ import annotations
@@ -47,9 +58,11 @@ _ISSUES = Issue.__table__
 # Where a recipient's row may end; anything else means the send is not finished. `claimed` and
 # `uncertain` are the states of a pending row's batch, reported as the row's (see `counts`).
 FINAL_STATES = ("sent", "failed", "skipped")
-OPEN_STATES = ("pending", "claimed", "uncertain")
+OPEN_STATES = ("pending", "claimed", "sending", "uncertain")
+# Batches a sender holds: claimed, and sending once their request has started.
+HELD = ("claimed", "sending")
 # An answer may still arrive for a batch that was declared uncertain; it is recorded then.
-_RECORDABLE = ("claimed", "uncertain")
+_RECORDABLE = ("claimed", "sending", "uncertain")
 # The issue states a sender may take over (a `sending` one only when its holder is gone).
 ACQUIRABLE = ("ready", "paused", "sending")
 
@@ -208,11 +221,11 @@ def pause_send(session: Session, issue_id: int, *, reason: str) -> bool:
 
 
 def claimed_elsewhere(session: Session, issue_id: int) -> tuple[int, dt.datetime | None]:
-    """(claimed batches, earliest claim lease) of the issue: what other workers still have in
+    """(held batches, earliest claim lease) of the issue: what other workers still have in
     flight, and when the first of those claims may be declared orphaned."""
     n, first = session.execute(
         select(func.count(), func.min(B.lease_until))
-        .where(B.issue_id == issue_id, B.status == "claimed")).one()
+        .where(B.issue_id == issue_id, B.status.in_(HELD))).one()
     return int(n), first
 
 
@@ -232,7 +245,7 @@ def renew_claims(session: Session, batch_keys: Sequence[str], *, lease_until: dt
     if not batch_keys:
         return 0
     result = session.execute(
-        update(_BATCHES).where(B.key.in_(list(batch_keys)), B.status == "claimed")
+        update(_BATCHES).where(B.key.in_(list(batch_keys)), B.status.in_(HELD))
         .values(lease_until=lease_until))
     return result.rowcount or 0
 
@@ -245,11 +258,12 @@ class Claim:
 
     batch_key: str
     size: int  # open deliveries at most (the exact list is `batch_rows`)
-    retry: bool = False  # an uncertain batch claimed again (same key where it fits)
+    retry: bool = False  # an uncertain batch claimed again (same key where it fits): in doubt
     issue_id: int = 0
     batch_no: int = 0
     first_id: int = 0
     last_id: int = 0
+    attempts: int = 0  # the batch's claims so far, this one included: tells a re-claim apart
 
 
 def claim_statement(dialect: str, issue_id: int, *, status: str = "pending",
@@ -257,7 +271,8 @@ def claim_statement(dialect: str, issue_id: int, *, status: str = "pending",
     """The locking SELECT of a claim: the first batch in `status` that is due (the benchmark
     EXPLAINs this very statement). It reads the small batch table, never the ledger, so its
     cost does not grow with the number of deliveries already sent."""
-    query = (select(B.id, B.batch_no, B.first_id, B.last_id, B.size, B.key, B.attempts)
+    query = (select(B.id, B.batch_no, B.first_id, B.last_id, B.size, B.key, B.attempts,
+                    B.started_at)
              .where(B.issue_id == issue_id, B.status == status))
     if status == "pending" and now is not None:
         query = query.where(or_(B.not_before.is_(None), B.not_before <= now))
@@ -311,20 +326,25 @@ def _claim(session: Session, issue_id: int, status: str, *, limit: int, now: dt.
             if len(ids) > limit:
                 rekey = status == "uncertain"
                 _split_off(session, issue_id, row.batch_no, ids[limit:], limit=limit,
-                           status=status, now=now, key_root=_root(row.key) if rekey else None)
+                           status=status, now=now, key_root=_root(row.key) if rekey else None,
+                           started_at=(row.started_at or now) if rekey else None)
                 ids = ids[:limit]
                 if rekey:
                     new_key = f"{_root(row.key)}~{uuid.uuid4().hex[:8]}"
             first_id, last_id, size = ids[0], ids[-1], len(ids)
         if new_key is None:  # an uncertain batch from before keys: give it one now
             new_key = f"batch~{uuid.uuid4().hex[:8]}"
+        # A pending batch has had no request in doubt; an uncertain one keeps its mark of doubt
+        # through the claim, so it stays uncertain if this sender dies before the retry starts.
+        started_at = None if status == "pending" else (row.started_at or now)
         session.execute(
             update(_BATCHES).where(B.id == row.id)
             .values(status="claimed", key=new_key, lease_until=lease_until, not_before=None,
                     attempts=B.attempts + 1, first_id=first_id, last_id=last_id, size=size,
-                    updated_at=now))
+                    started_at=started_at, updated_at=now))
         return Claim(new_key, size, retry=status == "uncertain", issue_id=issue_id,
-                     batch_no=row.batch_no, first_id=first_id, last_id=last_id)
+                     batch_no=row.batch_no, first_id=first_id, last_id=last_id,
+                     attempts=row.attempts + 1)
 
 
 def _root(key: str | None) -> str:
@@ -362,15 +382,16 @@ def _new_batch_no(session: Session) -> int:
 
 def _split_off(session: Session, issue_id: int, batch_no: int, ids: Sequence[int], *,
                limit: int, status: str, now: dt.datetime, key_root: str | None,
-               reason: str = "") -> None:
+               reason: str = "", started_at: dt.datetime | None = None) -> None:
     """Move `ids` (open deliveries of one batch, in id order) into new batches of at most
-    `limit`, each in `status`, each with a fresh key when `key_root` is given."""
+    `limit`, each in `status`, each with a fresh key when `key_root` is given (and the batch's
+    mark of doubt, `started_at`, when its recipients are in doubt)."""
     for start in range(0, len(ids), limit):
         chunk = ids[start:start + limit]
         number = _new_batch_no(session)
         values = dict(issue_id=issue_id, batch_no=number, status=status, first_id=chunk[0],
                       last_id=chunk[-1], size=len(chunk), attempts=0, reason=reason,
-                      updated_at=now,
+                      updated_at=now, started_at=started_at,
                       key=f"{key_root}~{uuid.uuid4().hex[:8]}" if key_root else None)
         if session.get_bind().dialect.name == "postgresql":
             values["id"] = -number
@@ -386,37 +407,78 @@ def _set_batch(session: Session, batch_id: int, *, now: dt.datetime, **values) -
     session.execute(update(_BATCHES).where(B.id == batch_id).values(updated_at=now, **values))
 
 
-def mark_uncertain(session: Session, issue_id: int, *, now: dt.datetime,
-                   expired_only: bool = True) -> int:
-    """claimed -> uncertain: the request of these batches may have gone out with no answer seen.
-    Returns the number of batches.
+_ORPHAN_NEVER_STARTED = and_(B.status == "claimed", B.started_at.is_(None))
+
+
+def release_orphans(session: Session, issue_id: int, *, now: dt.datetime,
+                    expired_only: bool = True) -> int:
+    """Batches whose sender is gone: `sending` (the request started, no answer was recorded) ->
+    uncertain; `claimed` and never started -> pending, sent normally under a new key (a claimed
+    batch that was uncertain before keeps its key and doubt: uncertain again). Returns the
+    number of batches released.
 
     `expired_only=False` is for a sender that has just acquired the issue: no other sender is
     live then, so every claim left behind is orphaned, whatever its lease says.
     """
     _aware(now)
-    conditions = [B.issue_id == issue_id, B.status == "claimed"]
+    conditions = [B.issue_id == issue_id, B.status.in_(HELD)]
     if expired_only:
         conditions.append(B.lease_until <= now)
+    never_started = _ORPHAN_NEVER_STARTED
     result = session.execute(
         update(_BATCHES).where(*conditions)
-        .values(status="uncertain", lease_until=None, updated_at=now,
-                reason="no answer recorded: the sender stopped while the request was in flight"))
+        .values(status=case((never_started, "pending"), else_="uncertain"),
+                key=case((never_started, None), else_=B.key),
+                reason=case((never_started, "the sender stopped before the request started"),
+                            else_="no answer recorded: the sender stopped while the request "
+                                  "was in flight"),
+                lease_until=None, updated_at=now))
+    return result.rowcount or 0
+
+
+def start_request(session: Session, claim: Claim, *, now: dt.datetime) -> bool:
+    """claimed -> sending(started_at): committed just before the provider call, so a crash from
+    here on leaves the batch in doubt, and one before it does not. Also sending -> sending for
+    another try of a request in doubt under the same key. False: the batch is no longer ours
+    (declared orphaned and claimed again meanwhile), and must not be sent by us."""
+    _aware(now)
+    result = session.execute(
+        update(_BATCHES)
+        .where(B.key == claim.batch_key, B.status.in_(HELD), B.attempts == claim.attempts)
+        .values(status="sending", started_at=func.coalesce(B.started_at, literal(now, UTCDateTime())),
+                updated_at=now))
+    return result.rowcount == 1
+
+
+def back_off(session: Session, claim: Claim, *, now: dt.datetime, reason: str) -> int:
+    """sending -> claimed: the provider answered that it took nothing (429, 503, a refused
+    connection), so while we wait to try again the batch is not in flight: a crash now leaves
+    it to be sent normally. Its mark of doubt is cleared, unless an earlier request for these
+    recipients is still unanswered (`claim.retry`). Returns 1 or 0."""
+    _aware(now)
+    values: dict = dict(status="claimed", reason=reason, updated_at=now)
+    if not claim.retry:
+        values["started_at"] = None
+    result = session.execute(
+        update(_BATCHES).where(B.key == claim.batch_key, B.status == "sending",
+                               B.attempts == claim.attempts).values(**values))
     return result.rowcount or 0
 
 
 def release_batch(session: Session, batch_key: str, *, now: dt.datetime, uncertain: bool,
                   reason: str) -> int:
-    """claimed -> pending (the provider surely did not take the request) or -> uncertain (it
-    may have: a timeout or dropped connection after the request left). Returns 1 or 0."""
+    """claimed|sending -> pending (the provider surely did not take any request for it) or ->
+    uncertain (it may have: a timeout or dropped connection after the request left, or an
+    earlier request of a batch claimed again from uncertain). Returns 1 or 0."""
     _aware(now)
     values: dict = dict(updated_at=now, reason=reason, lease_until=None)
     if uncertain:
-        values["status"] = "uncertain"
+        values.update(status="uncertain",
+                      started_at=func.coalesce(B.started_at, literal(now, UTCDateTime())))
     else:
-        values.update(status="pending", key=None, not_before=None)
+        values.update(status="pending", key=None, not_before=None, started_at=None)
     result = session.execute(
-        update(_BATCHES).where(B.key == batch_key, B.status == "claimed").values(**values))
+        update(_BATCHES).where(B.key == batch_key, B.status.in_(HELD)).values(**values))
     return result.rowcount or 0
 
 
@@ -477,7 +539,8 @@ def record_outcomes(session: Session, batch_key: str, results: Sequence[tuple[in
             # move to a batch of their own, uncertain under a key of their own, so a retry
             # never reuses this batch's key for a smaller payload.
             _split_off(session, batch.issue_id, batch.batch_no, sorted(ids), limit=len(ids),
-                       status="uncertain", now=now, key_root=_root(batch_key), reason=reason)
+                       status="uncertain", now=now, key_root=_root(batch_key), reason=reason,
+                       started_at=batch.started_at or now)
             recorded.uncertain += len(ids)
             all_final = False
             continue
@@ -506,13 +569,13 @@ def record_outcomes(session: Session, batch_key: str, results: Sequence[tuple[in
     else:
         # What is left waits for a retry under a new key (the payload is not the same).
         _set_batch(session, batch.id, status="pending", key=None, lease_until=None,
-                   not_before=retry_at if recorded.retry else None,
+                   started_at=None, not_before=retry_at if recorded.retry else None,
                    reason=next((r for (s, _m, r) in groups if s == "transient"), ""), now=now)
     return recorded
 
 
 def _lock_batch(session: Session, batch_key: str):
-    query = (select(B.id, B.issue_id, B.batch_no, B.first_id, B.last_id)
+    query = (select(B.id, B.issue_id, B.batch_no, B.first_id, B.last_id, B.started_at)
              .where(B.key == batch_key, B.status.in_(_RECORDABLE)))
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update()
@@ -675,9 +738,10 @@ def batch_rows(session: Session, claim: Claim):
 
 
 __all__ = [
-    "ACQUIRABLE", "Acquisition", "Claim", "Counts", "FINAL_STATES", "Membership", "OPEN_STATES",
-    "Recorded", "acquire_issue", "batch_rows", "claim_batch", "claim_uncertain",
-    "claimed_elsewhere", "counts", "due_batches", "finish_issue", "join_issue", "mark_uncertain",
-    "new_batch_key", "next_retry_at", "pause_issue", "pause_send", "record_outcomes",
-    "release_batch", "renew_claims", "renew_issue_lease", "states_query",
+    "ACQUIRABLE", "Acquisition", "Claim", "Counts", "FINAL_STATES", "HELD", "Membership",
+    "OPEN_STATES", "Recorded", "acquire_issue", "back_off", "batch_rows", "claim_batch",
+    "claim_uncertain", "claimed_elsewhere", "counts", "due_batches", "finish_issue",
+    "join_issue", "new_batch_key", "next_retry_at", "pause_issue", "pause_send",
+    "record_outcomes", "release_batch", "release_orphans", "renew_claims", "renew_issue_lease",
+    "start_request", "states_query",
 ]

@@ -1,9 +1,11 @@
 """The send loop: claim a batch -> build its recipients -> call the provider -> record outcomes.
 
-The claim is committed before the provider is called and the outcome after, so a crash at any
-point leaves `claimed` rows that the next sender turns into `uncertain` (never silently re-sent:
-an idempotent provider gets the same batch key again and de-duplicates; for the others the rows
-wait for `digest send --retry-uncertain`). The loop never renders: the issue was rendered once,
+The claim is committed first, then the start of the request (`claimed -> sending`) just before
+the provider is called, and the outcome after. A crash therefore leaves batches claimed ahead
+(or waiting out a 429) `claimed`, which the next sender sends normally, and only a request that
+had started without an answer `uncertain` (never silently re-sent: an idempotent provider gets
+the same batch key again and de-duplicates; for the others the rows wait for
+`digest send --retry-uncertain`). The loop never renders: the issue was rendered once,
 recipients get their values from `Links` (two HMACs, signed a batch at a time) and full-body
 providers fill the split template themselves. Subscribers are read a batch at a time, never
 the whole list. Time is injected (`clock`, `sleep`, `rng`) so tests never wait.
@@ -295,6 +297,11 @@ class SendReport:
         return self.counts["claimed"]
 
     @property
+    def sending(self) -> int:
+        """In a batch whose request has started and not been answered yet."""
+        return self.counts["sending"]
+
+    @property
     def failed_reasons(self) -> dict[str, int]:
         return self.counts.failed_reasons
 
@@ -308,6 +315,7 @@ class SendReport:
                 "message": self.message, "complete": self.complete,
                 "sent": self.sent, "failed": self.failed, "skipped": self.skipped,
                 "uncertain": self.uncertain, "pending": self.pending, "claimed": self.claimed,
+                "sending": self.sending,
                 "total": self.counts.total, "sent_this_run": self.sent_now,
                 "failed_reasons": dict(self.failed_reasons)}
 
@@ -361,8 +369,10 @@ class Sender:
     With `in_flight=2` (the default) three threads overlap: the main thread records the
     previous batch and claims the next in one transaction, a builder signs the next batch's
     links, and a worker talks to the provider. The provider still sees one request at a time,
-    every claim is committed before its call, and at most two batches are claimed at once (so a
-    crash leaves at most two batches uncertain).
+    every claim is committed before its call, and at most two batches are claimed at once. The
+    provider thread marks a batch `sending` right before its request leaves, so a crash leaves at
+    most the one request that was out uncertain (two when it strikes as an answer arrives, before
+    it is recorded while the next request starts).
     """
 
     def __init__(self, engine: Engine, provider: Provider, *, letter: Letter,
@@ -442,7 +452,7 @@ class Sender:
                                             lease=self.policy.lease, holder_gone=self.holder_gone)
             if acquired.acquired:
                 # We hold the issue now, so no other sender is live: claims left are orphaned.
-                ledger.mark_uncertain(session, issue_id, now=now, expired_only=False)
+                ledger.release_orphans(session, issue_id, now=now, expired_only=False)
                 plan_deliveries(session, issue_id, now=now, batch_size=self.batch_size)
                 counts = ledger.counts(session, issue_id)
                 retrying = self.provider.idempotent or self.policy.retry_uncertain
@@ -625,9 +635,8 @@ class Sender:
         except _Stop as stop:
             return stop.reason
         if result is _NOT_CALLED:
-            with session_scope(self.engine) as session:
-                ledger.release_batch(session, batch.claim.batch_key, now=self.now(),
-                                     uncertain=False, reason="")
+            # Never started: back to pending, or uncertain still if it was claimed from there.
+            self._release(batch.claim, uncertain=batch.claim.retry, reason="")
             return None
         if result is None:  # released as uncertain: nothing to record
             return None
@@ -652,7 +661,7 @@ class Sender:
         shortly, not to end the send with deliveries open."""
         now = self.now()
         with session_scope(self.engine) as session:
-            orphaned = ledger.mark_uncertain(session, self._issue_id, now=now, expired_only=True)
+            orphaned = ledger.release_orphans(session, self._issue_id, now=now, expired_only=True)
             claimed, first_expiry = ledger.claimed_elsewhere(session, self._issue_id)
             racing = 0 if claimed else ledger.due_batches(session, self._issue_id, now=now)
         if orphaned:
@@ -688,18 +697,28 @@ class Sender:
         self._sleep_quietly(wait)
 
     def _call(self, claim: ledger.Claim, batch: list[Recipient]) -> list[Outcome] | None:
-        """One provider call with retries. None: the batch was released as uncertain (no answer,
-        no idempotency key). Giving up releases the batch and stops the send."""
+        """One provider call with retries. None: nothing to record (the batch was released as
+        uncertain: no answer, no idempotency key; or it is no longer ours). Giving up releases
+        the batch and stops the send.
+
+        Each try is marked started (committed) before the request leaves. An answer that says
+        nothing was taken (429, 503) moves the batch back to claimed for the wait, so a crash
+        during a backoff leaves it to be sent normally; a request that may have arrived keeps
+        it `sending` (in doubt) until it is answered or released."""
         attempt = 0
+        in_doubt = claim.retry  # an earlier request for these recipients may have been accepted
         while True:
             attempt += 1
+            if not self._start(claim):
+                return None
             try:
                 outcomes = self.provider.send_batch(self.letter, batch, batch_key=claim.batch_key)
             except PermanentProviderError as exc:
-                self._release(claim, uncertain=False, reason=f"provider refused: {exc}")
+                self._release(claim, uncertain=in_doubt, reason=f"provider refused: {exc}")
                 raise _Stop(f"the provider refused the send: {exc}") from exc
             except TransientProviderError as exc:
                 maybe_sent = request_may_have_arrived(exc)
+                in_doubt = in_doubt or maybe_sent
                 if maybe_sent and not self.provider.idempotent:
                     # No answer and no idempotency key: a retry could deliver twice.
                     self._release(claim, uncertain=True, reason=f"no answer: {exc}")
@@ -710,15 +729,31 @@ class Sender:
                     return None
                 wait = self.policy.retry.delay(attempt, exc.retry_after, self.rng)
                 if attempt >= self.policy.retry.attempts or wait > self.policy.retry.max_wait:
-                    self._release(claim, uncertain=maybe_sent, reason=f"gave up: {exc}")
+                    self._release(claim, uncertain=in_doubt, reason=f"gave up: {exc}")
                     why = (f"asked to wait {wait:.0f} s" if wait > self.policy.retry.max_wait
                            else f"after {attempt} attempts")
                     raise _Stop(f"provider unavailable ({why}): {exc}") from exc
+                if not in_doubt:
+                    self._back_off(claim, reason=f"waiting {wait:.0f} s to try again: {exc}")
                 self._heartbeat(extra=wait)
                 self._sleep_quietly(wait)
             else:
                 self._uncertain_streak = 0  # the streak is of batches in a row
                 return outcomes
+
+    def _start(self, claim: ledger.Claim) -> bool:
+        """claimed -> sending, committed before the request leaves. False: the batch was taken
+        over as orphaned (we stalled past its lease): it is not ours to send or record."""
+        with session_scope(self.engine) as session:
+            started = ledger.start_request(session, claim, now=self.now())
+        if not started:
+            with self._in_flight_lock:
+                self._in_flight.discard(claim.batch_key)
+        return started
+
+    def _back_off(self, claim: ledger.Claim, *, reason: str) -> None:
+        with session_scope(self.engine) as session:
+            ledger.back_off(session, claim, now=self.now(), reason=reason)
 
     def _release(self, claim: ledger.Claim, *, uncertain: bool, reason: str) -> None:
         with self._in_flight_lock:

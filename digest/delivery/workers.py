@@ -15,9 +15,9 @@ The protocol:
   (`SendPolicy.batch_lease`), renewed while its worker waits on a backoff.
 * A worker that runs out of work exits. The holder, once nothing is claimable, waits for the
   other workers' claimed batches: recorded, or orphaned when their lease runs out (a worker
-  killed mid-batch); orphaned batches become `uncertain` and are claimed again with the same
-  batch key (an idempotent provider de-duplicates them; with the others they wait for
-  `--retry-uncertain`). Then the holder ends the send (`finish_issue` checks nothing is open).
+  killed mid-batch). An orphaned batch whose request had started becomes `uncertain` and is
+  claimed again with the same batch key (an idempotent provider de-duplicates it; with the
+  others it waits for `--retry-uncertain`); one whose request never started is pending again. Then the holder ends the send (`finish_issue` checks nothing is open).
 * A worker that trips the circuit breaker pauses the whole send (`ledger.pause_send`); the
   holder notices at its next lease renewal.
 * If the holder dies, its workers finish the pending rows and exit when its lease runs out; the
@@ -68,7 +68,7 @@ class Worker(Sender):
             membership = ledger.join_issue(session, self._issue_id, now=now)
             self.joined = membership.joined
             if membership.joined:
-                ledger.mark_uncertain(session, self._issue_id, now=now, expired_only=True)
+                ledger.release_orphans(session, self._issue_id, now=now, expired_only=True)
                 counts = ledger.counts(session, self._issue_id)
                 retrying = self.provider.idempotent or self.policy.retry_uncertain
                 self._stats.total = counts["pending"] + (counts["uncertain"] if retrying else 0)

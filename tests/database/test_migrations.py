@@ -107,7 +107,8 @@ def test_0002_carries_an_in_flight_ledger_over(fresh_url):
             " reason, updated_at) VALUES (:i, 1, :i, :s, :k, 1, '', :t)"),
             [{"i": i + 1, "s": s, "k": k, "t": t} for i, (s, k) in enumerate(zip(states, keys))])
 
-    assert upgrade(engine) == schema_state(engine)[1]  # the head, through 0002
+    _migrate(engine, "0002")  # the carry-over itself
+    assert upgrade(engine) == schema_state(engine)[1]  # on to the head the ledger's code expects
     with Session(engine) as session:
         counts = ledger.counts(session, 1)
         batches = session.execute(text(
@@ -138,4 +139,65 @@ def test_0002_carries_an_in_flight_ledger_over(fresh_url):
         back = dict(conn.execute(text(
             "SELECT status, COUNT(*) FROM deliveries GROUP BY status")).all())
     assert back == {"sent": 1000, "uncertain": 5, "failed": 1, "pending": 497}
+    engine.dispose()
+
+
+# --- 0004: when a batch's request started --------------------------------------------------------
+
+def test_0004_keeps_batches_left_in_flight_in_doubt_and_goes_back(fresh_url):
+    """A ledger written before requests were marked started: a claimed batch may have had its
+    request out, so it stays in doubt (uncertain after the takeover, never pending under a new
+    key); after the upgrade a claimed batch that never started goes back to pending. Down
+    again, a `sending` batch is `claimed` (the older code's "maybe sent")."""
+    from digest.delivery import ledger
+
+    engine = make_engine(fresh_url)
+    _migrate(engine, "0002")
+    t = "2026-11-23 09:00:00+00:00"
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO issues (id, key, status, status_reason, window_start, window_end, subject,"
+            " preheader, html, text, html_hash, created_at) VALUES (1, '2026-W47', 'sending', '',"
+            " :t, :t, 's', '', 'h', 't', 'x', :t)"), {"t": t})
+        conn.execute(text(
+            "INSERT INTO subscribers (id, email, status, source, created_at, updated_at)"
+            " VALUES (:i, :e, 'active', 'import', :t, :t)"),
+            [{"i": i, "e": f"r{i}@example.com", "t": t} for i in range(1, 9)])
+        conn.execute(text(
+            "INSERT INTO deliveries (id, issue_id, subscriber_id, batch_no, status, attempts,"
+            " reason, updated_at) VALUES (:i, 1, :i, :b, :s, 0, '', :t)"),
+            [{"i": i, "b": (i - 1) // 2, "s": "sent" if i <= 2 else "pending", "t": t}
+             for i in range(1, 9)])
+        conn.execute(text(
+            "INSERT INTO delivery_batches (issue_id, batch_no, status, key, first_id, last_id,"
+            " size, attempts, reason, updated_at) VALUES (1, :b, :s, :k, :f, :l, 2, 1, '', :t)"),
+            [{"b": b, "s": s, "k": k, "f": 2 * b + 1, "l": 2 * b + 2, "t": t}
+             for b, s, k in [(0, "done", None), (1, "claimed", "old-a"),
+                             (2, "uncertain", "old-b"), (3, "pending", None)]])
+
+    upgrade(engine)
+    now = dt.datetime(2026, 11, 23, 10, tzinfo=dt.timezone.utc)
+    with Session(engine) as session:
+        started = dict(session.execute(text(
+            "SELECT key, started_at IS NOT NULL FROM delivery_batches WHERE key IS NOT NULL")).all())
+        assert started == {"old-a": True, "old-b": True}
+        assert ledger.release_orphans(session, 1, now=now, expired_only=False) == 1
+        session.commit()
+        assert ledger.counts(session, 1).by_status == {"sent": 2, "uncertain": 4, "pending": 2}
+        # New code from here: one batch claimed and started, one claimed ahead.
+        first = ledger.claim_batch(session, 1, batch_key="new-a", limit=10, now=now,
+                                   lease_until=now)
+        assert ledger.start_request(session, first, now=now)
+        session.commit()
+        assert ledger.counts(session, 1).by_status == {"sent": 2, "uncertain": 4, "sending": 2}
+
+    _migrate(engine, "0002", down=True)
+    with engine.connect() as conn:
+        back = dict(conn.execute(text("SELECT key, status FROM delivery_batches")).all())
+    assert back == {None: "done", "old-a": "uncertain", "old-b": "uncertain", "new-a": "claimed"}
+    upgrade(engine)
+    with Session(engine) as session:
+        assert ledger.release_orphans(session, 1, now=now, expired_only=False) == 1
+        session.commit()
+        assert ledger.counts(session, 1).by_status == {"sent": 2, "uncertain": 6}
     engine.dispose()

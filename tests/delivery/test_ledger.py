@@ -48,13 +48,18 @@ def view(session: Session, issue_id: int) -> list[tuple]:
         .join(B, and_(B.issue_id == D.issue_id, B.batch_no == D.batch_no))
         .where(D.issue_id == issue_id).order_by(D.id)).all()
     session.commit()
-    return [((b if d == "pending" and b in ("claimed", "uncertain") else d), key, reason, n)
+    return [((b if d == "pending" and b in ("claimed", "sending", "uncertain") else d), key,
+             reason, n)
             for d, b, key, reason, n in found]
 
 
-def claim(session, issue, n=10, *, key=None, now=START):
+def claim(session, issue, n=10, *, key=None, now=START, start=False):
+    """Claim a batch; `start=True` also marks its request started, as a sender does just
+    before the provider call."""
     got = ledger.claim_batch(session, issue.id, batch_key=key or ledger.new_batch_key(issue.key),
                              limit=n, now=now, lease_until=now + LEASE)
+    if start:
+        assert ledger.start_request(session, got, now=now)
     session.commit()
     return got
 
@@ -338,8 +343,8 @@ def test_record_never_reopens_a_final_row_or_touches_another_batch(session, plan
 
 
 def test_a_late_answer_for_an_uncertain_batch_is_still_recorded(session, planned):
-    claim(session, planned, 3, key="k")
-    assert ledger.mark_uncertain(session, planned.id, now=LATER, expired_only=False) == 1
+    claim(session, planned, 3, key="k", start=True)
+    assert ledger.release_orphans(session, planned.id, now=LATER, expired_only=False) == 1
     session.commit()
     assert [s for s, *_ in view(session, planned.id)[:3]] == ["uncertain"] * 3
     ids = [r.id for r in rows(session, planned.id)][:3]
@@ -370,23 +375,23 @@ def test_some_recipients_in_doubt_move_to_an_uncertain_batch_of_their_own(sessio
 # --- uncertain ----------------------------------------------------------------------------------
 
 def test_only_expired_claims_become_uncertain(session, planned):
-    claim(session, planned, 5, key="old", now=START)
-    claim(session, planned, 5, key="new", now=START + dt.timedelta(minutes=4))
+    claim(session, planned, 5, key="old", now=START, start=True)
+    claim(session, planned, 5, key="new", now=START + dt.timedelta(minutes=4), start=True)
     expired = START + LEASE + dt.timedelta(seconds=1)
-    assert ledger.mark_uncertain(session, planned.id, now=expired) == 1
+    assert ledger.release_orphans(session, planned.id, now=expired) == 1
     session.commit()
     states = {(state, key) for state, key, _r, _n in view(session, planned.id) if key}
-    assert states == {("uncertain", "old"), ("claimed", "new")}
+    assert states == {("uncertain", "old"), ("sending", "new")}
     assert ledger.claimed_elsewhere(session, planned.id) == (1, START + dt.timedelta(minutes=4)
                                                              + LEASE)
-    assert ledger.mark_uncertain(session, planned.id, now=expired, expired_only=False) == 1
+    assert ledger.release_orphans(session, planned.id, now=expired, expired_only=False) == 1
     session.commit()
 
 
 def test_uncertain_batches_are_claimed_again_with_the_same_key(session, planned):
-    claim(session, planned, 4, key="first")
-    claim(session, planned, 4, key="second")
-    ledger.mark_uncertain(session, planned.id, now=LATER, expired_only=False)
+    claim(session, planned, 4, key="first", start=True)
+    claim(session, planned, 4, key="second", start=True)
+    ledger.release_orphans(session, planned.id, now=LATER, expired_only=False)
     session.commit()
     again = ledger.claim_uncertain(session, planned.id, limit=10, now=LATER,
                                    lease_until=LATER + LEASE)
@@ -403,8 +408,8 @@ def test_uncertain_batches_are_claimed_again_with_the_same_key(session, planned)
 
 
 def test_an_uncertain_batch_larger_than_the_limit_is_split_under_new_keys(session, planned):
-    claim(session, planned, 10, key="big")
-    ledger.mark_uncertain(session, planned.id, now=LATER, expired_only=False)
+    claim(session, planned, 10, key="big", start=True)
+    ledger.release_orphans(session, planned.id, now=LATER, expired_only=False)
     session.commit()
     sizes, keys, members = [], [], []
     while (got := ledger.claim_uncertain(session, planned.id, limit=4, now=LATER,
@@ -418,6 +423,88 @@ def test_an_uncertain_batch_larger_than_the_limit_is_split_under_new_keys(sessio
     assert sizes == [4, 4, 2]
     assert len(set(keys)) == 3  # "big" itself is never reused for a smaller payload
     assert members == [r.id for r in rows(session, planned.id)][:10]
+    # Each part is still in doubt: a sender dying before its retry starts leaves it uncertain.
+    assert ledger.release_orphans(session, planned.id, now=LATER, expired_only=False) == 3
+    session.commit()
+    assert [s for s, *_ in view(session, planned.id)[:10]] == ["uncertain"] * 10
+
+
+# --- the start of a request ----------------------------------------------------------------------
+
+def test_a_claim_whose_request_never_started_goes_back_to_pending(session, planned):
+    """What a dead sender leaves: its request out (uncertain) and the batch it had claimed
+    ahead (never started: pending again, sent normally under a new key)."""
+    out = claim(session, planned, 5, key="out", start=True)
+    claim(session, planned, 5, key="ahead")
+    assert ledger.claimed_elsewhere(session, planned.id)[0] == 2
+    session.commit()
+    assert [s for s, *_ in view(session, planned.id)[:10]] == ["sending"] * 5 + ["claimed"] * 5
+    assert ledger.release_orphans(session, planned.id, now=LATER, expired_only=False) == 2
+    session.commit()
+    got = [(s, key) for s, key, _r, _n in view(session, planned.id)[:10]]
+    assert got == [("uncertain", "out")] * 5 + [("pending", None)] * 5
+    again = claim(session, planned, 5, now=LATER)
+    assert (again.first_id, again.retry) == (out.last_id + 1, False)
+
+
+def test_a_batch_backing_off_after_a_429_is_not_in_flight(session, planned):
+    """The provider answered "not now": while the sender waits the batch is claimed, not
+    sending, so a crash in the wait puts it back to pending; the next try starts it again."""
+    got = claim(session, planned, 5, key="busy", start=True)
+    assert ledger.back_off(session, got, now=LATER, reason="429") == 1
+    session.commit()
+    assert view(session, planned.id)[0][:3] == ("claimed", "busy", "429")
+    assert ledger.start_request(session, got, now=LATER)  # the next try
+    assert ledger.back_off(session, got, now=LATER, reason="429 again") == 1
+    assert ledger.release_orphans(session, planned.id, now=LATER, expired_only=False) == 1
+    session.commit()
+    assert [(s, key) for s, key, *_ in view(session, planned.id)[:5]] == [("pending", None)] * 5
+
+
+def test_a_retried_uncertain_batch_stays_in_doubt_until_answered(session, planned):
+    """Claimed again from uncertain, a batch is in doubt before its retry starts, during a
+    backoff after a 429 answer to the retry, and when released unsent: an earlier request under
+    its key may have been accepted. Only an answer settles it."""
+    claim(session, planned, 5, key="doubt", start=True)
+    ledger.release_orphans(session, planned.id, now=LATER, expired_only=False)
+    session.commit()
+    for step in ("not started", "backing off", "released"):
+        again = ledger.claim_uncertain(session, planned.id, limit=10, now=LATER,
+                                       lease_until=LATER + LEASE)
+        assert (again.batch_key, again.retry) == ("doubt", True)
+        if step == "backing off":
+            assert ledger.start_request(session, again, now=LATER)
+            assert ledger.back_off(session, again, now=LATER, reason="429") == 1
+        if step == "released":
+            assert ledger.release_batch(session, "doubt", now=LATER, uncertain=True,
+                                        reason="") == 1
+        else:
+            assert ledger.release_orphans(session, planned.id, now=LATER,
+                                          expired_only=False) == 1
+        session.commit()
+        assert [(s, key) for s, key, *_ in view(session, planned.id)[:5]] == [
+            ("uncertain", "doubt")] * 5, step
+    again = ledger.claim_uncertain(session, planned.id, limit=10, now=LATER,
+                                   lease_until=LATER + LEASE)
+    assert ledger.start_request(session, again, now=LATER)
+    ids = [r.id for r in rows(session, planned.id)][:5]
+    assert record(session, "doubt", [(i, Outcome.sent(f"m{i}")) for i in ids]).sent == 5
+
+
+def test_a_batch_taken_over_meanwhile_is_not_started_by_its_old_sender(session, planned):
+    """A sender that stalled past its claim's lease finds the batch claimed again by someone
+    else (same key, from uncertain): its start fails, so it never sends it."""
+    mine = claim(session, planned, 5, key="stall", start=True)
+    expired = START + LEASE + dt.timedelta(seconds=1)
+    assert ledger.release_orphans(session, planned.id, now=expired) == 1
+    theirs = ledger.claim_uncertain(session, planned.id, limit=10, now=expired,
+                                    lease_until=expired + LEASE)
+    session.commit()
+    assert theirs.batch_key == mine.batch_key and theirs.attempts == mine.attempts + 1
+    assert not ledger.start_request(session, mine, now=expired)
+    assert ledger.back_off(session, mine, now=expired, reason="429") == 0
+    assert ledger.start_request(session, theirs, now=expired)
+    session.commit()
 
 
 def test_release_puts_a_batch_back_or_marks_it_uncertain(session, planned):

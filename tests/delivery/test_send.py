@@ -122,7 +122,8 @@ def test_recipients_carry_signed_links_a_name_and_a_fixed_message_id(engine, ses
 
 def test_no_per_subscriber_queries(engine, session, settings, clock):
     """Statements grow with the number of batches, not of subscribers: doubling the list (two
-    batches more) adds a few statements per batch, never one per subscriber."""
+    batches more) adds a few statements per batch, never one per subscriber (the start of each
+    request is one small write of its own, committed before the call)."""
     counted = []
     for extra, start in ((200, 1), (200, 1000)):
         add_subscribers(engine, extra, start=start)
@@ -137,7 +138,7 @@ def test_no_per_subscriber_queries(engine, session, settings, clock):
         assert report.sent == 200 * (len(counted) + 1)
         counted.append(len(seen))
     assert counted[0] < 50, counted
-    assert counted[1] - counted[0] <= 2 * 8, counted
+    assert counted[1] - counted[0] <= 2 * 10, counted
 
 
 def test_outbox_messages_parse_with_unsubscribe_headers(engine, session, settings, clock):
@@ -408,7 +409,9 @@ def test_an_answered_batch_ends_a_streak_of_unanswered_ones(engine, session, set
 
 
 def test_claims_left_by_a_dead_sender_become_uncertain(engine, session, settings, clock):
-    """What a kill -9 between claim and record leaves behind, and what each provider does."""
+    """What a kill -9 between claim and record leaves behind, and what each provider does: the
+    batch whose request had started is in doubt; the one claimed ahead of it, never started, is
+    sent normally."""
     add_subscribers(engine, 12)
     issue = make_issue(session)
     for flavour, idempotent in (("plain", False), ("idempotent", True)):
@@ -418,11 +421,15 @@ def test_claims_left_by_a_dead_sender_become_uncertain(engine, session, settings
             from digest.delivery.plan import plan_deliveries
 
             plan_deliveries(s, issue.id, now=START)
-            ledger.claim_batch(s, issue.id, batch_key=f"{flavour}-batch", limit=5, now=START,
+            out = ledger.claim_batch(s, issue.id, batch_key=f"{flavour}-batch", limit=5,
+                                     now=START, lease_until=START + dt.timedelta(minutes=5))
+            assert ledger.start_request(s, out, now=START)
+            ledger.claim_batch(s, issue.id, batch_key=f"{flavour}-ahead", limit=5, now=START,
                                lease_until=START + dt.timedelta(minutes=5))
         clock.now = (START + dt.timedelta(minutes=6)).timestamp()  # the dead sender's lease is over
         provider = RecordingProvider(batch_limit=5, idempotent=idempotent)
         report = run(engine, issue, provider, settings, clock)
+        assert all(c.batch_key != f"{flavour}-ahead" for c in provider.calls)
         if not idempotent:
             assert report.uncertain == 5 and report.sent == 7 and not report.complete
             assert all(c.batch_key != "plain-batch" for c in provider.calls)
@@ -483,7 +490,7 @@ def test_an_unexpected_error_pauses_and_leaves_the_claim_for_the_next_run(engine
     with pytest.raises(RuntimeError):
         run(engine, issue, provider, settings, clock)
     assert issue_row(session, issue).status_reason == "stopped by RuntimeError: disk full"
-    assert states(session, issue) == {"claimed": 4}
+    assert states(session, issue) == {"sending": 4}  # the request had started: in doubt
     report = run(engine, issue, RecordingProvider(idempotent=True), settings, clock)
     assert report.complete
 
@@ -627,7 +634,7 @@ def test_pipelined_stop_never_sends_the_batch_waiting_its_turn(engine, session, 
     claims = []
 
     def watch(conn, cursor, statement, params, context, executemany):
-        if "UPDATE delivery_batches SET status=" in statement and "attempts" in statement:
+        if "UPDATE delivery_batches SET status=" in statement and "attempts=(" in statement:
             claims.append(statement)
             if len(claims) == 2:
                 second_claim.set()

@@ -159,6 +159,7 @@ def test_holder_waits_for_a_workers_claim_and_takes_it_over_after_its_lease(engi
         with session_scope(engine) as s:
             claim = ledger.claim_batch(s, issue.id, batch_key="2026-W47-deadworker", limit=10,
                                        now=START, lease_until=START + claim_lease)
+            assert ledger.start_request(s, claim, now=START)  # its request went out
             dead_key.append(claim.batch_key)
 
     sender = Sender(engine, provider, letter=letter, recipients=factory, policy=policy,
