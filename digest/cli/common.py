@@ -12,9 +12,10 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from digest.errors import ConfigurationError, DigestError
+from digest.errors import ConfigurationError, DatabaseError, DigestError, database_name
 
 console = Console()
 err_console = Console(stderr=True)
@@ -66,19 +67,41 @@ def reset() -> None:
     get_settings.cache_clear()
 
 
+def database_label() -> str:
+    """The configured database as an operator knows it, with any password hidden."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return database_name(make_url(settings().database_url))
+    except Exception:  # a broken setting is reported by whatever reads it first
+        return ""
+
+
 def reports_errors(func: Callable) -> Callable:
-    """Let expected errors end the command with one line on stderr, not a traceback."""
+    """Let expected errors end the command with one line on stderr, not a traceback. A driver
+    error from the database (disk full, read-only, unreachable) is one of them: one line naming
+    the database and the reason, never the statement or its parameters, and its own exit code."""
+    from sqlalchemy.exc import DBAPIError
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
         except ConfigurationError as exc:
-            err_console.print(f"[bold red]configuration error:[/] {exc}", highlight=False)
+            err_console.print(f"[bold red]configuration error:[/] {escape(str(exc))}",
+                              highlight=False, soft_wrap=True)
             raise typer.Exit(ConfigurationError.exit_code)
         except DigestError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False,
+                              soft_wrap=True)
             raise typer.Exit(exc.exit_code)
+        except DBAPIError as exc:
+            error = DatabaseError.wrap(exc, database=database_label(),
+                                       then="The failed step was rolled back: run the command "
+                                            "again once the database accepts it")
+            err_console.print(f"[bold red]error:[/] {escape(str(error))}",
+                              highlight=False, soft_wrap=True)
+            raise typer.Exit(DatabaseError.exit_code) from None
 
     return wrapper
 

@@ -27,13 +27,15 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlmodel import Session, select
 
 from digest.delivery import ledger
 from digest.delivery.complaints import CUTOFF, CUTOFF_MIN, ComplaintCutoff, complaints
 from digest.database import session_scope
-from digest.errors import (DigestError, PermanentProviderError, TransientProviderError,
-                           UncertainProviderError)
+from digest.errors import (DatabaseError, DigestError, PermanentProviderError,
+                           TransientProviderError, UncertainProviderError, database_name,
+                           database_reason)
 from digest.database.models import Issue
 from digest.edition.personalize import NAME, UNSUBSCRIBE_URL, VIEW_URL, VOTE_URL
 from digest.delivery.plan import plan_deliveries
@@ -402,6 +404,8 @@ class Sender:
             fits = int(policy.rate_limit * policy.lease.total_seconds() / 4)
             self.batch_size = max(1, min(self.batch_size, fits))
         self._issue_id = 0
+        self._acquired = False  # we became the issue's sender
+        self._paused = False  # the pause after an unexpected error was written
         self._uncertain_streak = 0
         self._stats = _Progress()
         self._stopping = threading.Event()
@@ -417,6 +421,12 @@ class Sender:
     # the public entry ------------------------------------------------------------------------
 
     def run(self, issue_id: int) -> SendReport:
+        try:
+            return self._run(issue_id)
+        except DBAPIError as exc:
+            raise self._database_error(exc) from exc
+
+    def _run(self, issue_id: int) -> SendReport:
         self._issue_id = issue_id
         refused = self._enter(self.now())
         if refused is not None:
@@ -433,16 +443,47 @@ class Sender:
         except LostLock as exc:
             return self._report(message=str(exc))
         except BaseException as exc:
-            # A batch in flight stays claimed (the next run makes it uncertain); say why we stopped.
+            # A request that had started stays `sending` (the next run makes it uncertain), a
+            # batch claimed ahead stays `claimed` (sent normally next time); say why we stopped.
             self._stopping.set()
             self._shutdown()
-            with session_scope(self.engine) as session:
-                ledger.pause_issue(session, issue_id, sender=self.sender_id,
-                                   reason=f"stopped by {type(exc).__name__}: {exc}")
+            self._paused = self._pause_quietly(f"stopped by {_why(exc)}")
             raise
         finally:
             self._shutdown()
         return self._finish(stop)
+
+    def _pause_quietly(self, reason: str) -> bool:
+        """Record why the send stopped, if the database still takes the write. When it does not
+        (the disk is full), the issue stays `sending` under this process: the next `digest send`
+        on this host takes it over at once (the holder is gone), elsewhere once the lease runs
+        out, and resumes from the ledger either way."""
+        try:
+            with session_scope(self.engine) as session:
+                return ledger.pause_issue(session, self._issue_id, sender=self.sender_id,
+                                          reason=reason)
+        except SQLAlchemyError:
+            return False  # the error that stopped us is the one worth reporting
+
+    def _database_error(self, exc: DBAPIError) -> DatabaseError:
+        """One line for the operator: which database, what it said, what the ledger holds."""
+        key = self.recipients.issue_key
+        return DatabaseError.wrap(
+            exc, database=database_name(self.engine.url),
+            doing=f"the send of {key} stopped",
+            then=(f"{self._left_as()}. What the ledger recorded stands and nobody is mailed "
+                  f"twice: run `digest send --week {key}` again once the database accepts writes"))
+
+    def _left_as(self) -> str:
+        """How the issue was left by a run that stopped on a database error."""
+        key = self.recipients.issue_key
+        if not self._acquired:
+            return f"{key} was not changed"
+        if self._paused:
+            return f"{key} is paused"
+        return (f"{key} may still show as being sent by this process (the pause could not be "
+                "written); the next `digest send` on this host takes it over at once, on "
+                "another once the lease runs out")
 
     def _enter(self, now: dt.datetime) -> SendReport | None:
         """Become the issue's sender (None), or say who is sending instead (the report)."""
@@ -457,6 +498,7 @@ class Sender:
                 counts = ledger.counts(session, issue_id)
                 retrying = self.provider.idempotent or self.policy.retry_uncertain
                 self._stats.total = counts["pending"] + (counts["uncertain"] if retrying else 0)
+        self._acquired = acquired.acquired  # committed
         if not acquired.acquired:
             return self._report(message=acquired.message, busy=acquired.status == "sending")
         return None
@@ -816,6 +858,14 @@ class Sender:
             issue = session.get(Issue, self._issue_id)
             return issue_report(session, issue, message=message, sent_now=self._stats.sent,
                                 busy=busy)
+
+
+def _why(exc: BaseException) -> str:
+    """An exception as a stored reason: a database error by its driver's line alone (the SQL and
+    its parameters hold addresses)."""
+    if isinstance(exc, DBAPIError):
+        return f"a database error: {database_reason(exc)}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _mark_bounced(session: Session, email: str, *, at: dt.datetime) -> None:

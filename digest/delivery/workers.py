@@ -91,6 +91,10 @@ class Worker(Sender):
     def _keep_issue(self, session: Session, now: dt.datetime, lease: dt.timedelta) -> bool:
         return ledger.join_issue(session, self._issue_id, now=now).joined
 
+    def _left_as(self) -> str:
+        return ("this worker's batches are taken over by the send's holder once their lease "
+                "runs out")
+
     def _wait_for_delayed(self) -> bool:
         return False if self.left else super()._wait_for_delayed()
 
