@@ -3,7 +3,9 @@
 Exit codes a scheduler can act on: 0 when every recipient of the issue is in a final state
 (sent, failed for a recorded reason, skipped) or the issue had nothing to send; 4 when anything
 is left pending or uncertain or the send paused (the reason is printed and stored); 5 when
-another sender is sending the same issue right now.
+another sender is sending the same issue right now; 8 when the database failed (disk full,
+read-only: one line naming it, `reports_errors`), after which running the same command again
+resumes the send.
 
 Without `--week` (how cron runs it) the send is a firing of the schedule (`schedules.weekly`):
 past the week's deadline it records `missed` and sends nothing (exit 7 for the run that recorded

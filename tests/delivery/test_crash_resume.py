@@ -636,6 +636,10 @@ def test_a_read_only_database_is_one_line_and_a_later_run_sends(db_url, engine, 
     assert code == EXIT_DATABASE, err
     assert_one_line(err, name, "read", "2026-W47 was not changed")
     assert issue_state(engine, issue.id)[0] == "ready" and not sink.copies(issue.subject)
+    # Composing a week's issue is a write too, outside any send: the same one line.
+    code, _report, err = launcher.run(env | {"DIGEST_DATABASE_URL": url}, *send_args("2026-W48"))
+    assert code == EXIT_DATABASE, err
+    assert_one_line(err, name, "read", "rolled back")
 
     code, report, err = launcher.run(env, *send_args())
     assert (code, report["sent"]) == (0, 40), err

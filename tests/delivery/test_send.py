@@ -221,6 +221,45 @@ def test_giving_up_pauses_and_leaves_the_batch_pending(engine, session, settings
     assert resumed.complete and resumed.sent == 15 and resumed.sent_now == 5
 
 
+def test_a_batch_is_sending_during_its_request_and_claimed_while_it_waits_out_a_429(
+        engine, session, settings, clock):
+    """The start of each request is committed before the call; a 429 answer puts the batch
+    back to claimed for the wait (the provider took nothing), so a crash then is not in doubt."""
+    add_subscribers(engine, 5)
+    issue = make_issue(session)
+    seen = []
+
+    def during_call(index, recipients):
+        seen.append(("call", states(session, issue)))
+        return rate_limited(30) if index == 0 else None
+
+    def sleep(seconds):
+        seen.append(("wait", states(session, issue)))
+        clock.sleep(seconds)
+
+    provider = RecordingProvider(batch_limit=10, script=[during_call, during_call])
+    report = send_issue(engine, issue.id, provider, settings, clock=clock, sleep=sleep,
+                        rng=random.Random(7), policy=SendPolicy(in_flight=1))
+    assert report.complete and report.sent == 5
+    assert seen == [("call", {"sending": 5}), ("wait", {"claimed": 5}), ("call", {"sending": 5})]
+
+
+def test_a_retried_uncertain_batch_refused_until_giving_up_stays_uncertain(engine, session,
+                                                                          settings, clock):
+    """An earlier request of the batch may have been accepted, so 429s to its retry settle
+    nothing: giving up leaves it uncertain under its key, never pending under a new one."""
+    add_subscribers(engine, 10)
+    issue = make_issue(session)
+    first = RecordingProvider(batch_limit=10, script=[timeout()])
+    assert run(engine, issue, first, settings, clock).uncertain == 10
+    busy = RecordingProvider(batch_limit=10, script=[rate_limited(1)] * 3)
+    report = run(engine, issue, busy, settings, clock, retry_uncertain=True,
+                 retry=RetryPolicy(attempts=3))
+    assert report.status == "paused" and "after 3 attempts" in report.reason
+    assert (report.uncertain, report.pending) == (10, 0)
+    assert {c.batch_key for c in busy.calls} == {first.calls[0].batch_key}
+
+
 def test_a_long_retry_after_pauses_instead_of_blocking(engine, session, settings, clock):
     add_subscribers(engine, 5)
     issue = make_issue(session)
