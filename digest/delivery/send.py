@@ -751,6 +751,10 @@ class Sender:
         in_doubt = claim.retry  # an earlier request for these recipients may have been accepted
         while True:
             attempt += 1
+            if attempt > 1 and self._stopping.is_set():  # the send stopped during the wait
+                self._release(claim, uncertain=in_doubt,
+                              reason="the send stopped before this request left")
+                return None
             if not self._start(claim):
                 return None
             try:
@@ -778,10 +782,19 @@ class Sender:
                 if not in_doubt:
                     self._back_off(claim, reason=f"waiting {wait:.0f} s to try again: {exc}")
                 self._heartbeat(extra=wait)
-                self._sleep_quietly(wait)
+                self._wait_to_retry(wait)
             else:
                 self._uncertain_streak = 0  # the streak is of batches in a row
                 return outcomes
+
+    def _wait_to_retry(self, seconds: float) -> None:
+        """A backoff in the provider thread. A send that is stopping (the breaker tripped, an
+        error, Ctrl-C) does not wait it out: the batch goes back unsent at once, instead of the
+        stop waiting as long as a Retry-After asked. An injected sleep (tests) is used as is."""
+        if self.sleep is time.sleep:
+            self._stopping.wait(seconds)
+        elif not self._stopping.is_set():
+            self._sleep_quietly(seconds)
 
     def _start(self, claim: ledger.Claim) -> bool:
         """claimed -> sending, committed before the request leaves. False: the batch was taken

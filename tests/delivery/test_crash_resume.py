@@ -276,7 +276,7 @@ class SinkHandler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def resend(self, body: bytes, emails: list) -> tuple[int, bytes]:
+    def resend(self, body: bytes, emails: list | None = None) -> tuple[int, bytes]:
         key = self.headers.get("Idempotency-Key")
         digest_ = hashlib.sha256(body).hexdigest()
         with self.server.lock:
@@ -287,6 +287,8 @@ class SinkHandler(BaseHTTPRequestHandler):
                                             "message": "key reused with another payload"}).encode()
                 self.server.replayed += 1
                 return 200, answer
+            if emails is None:
+                emails = json.loads(body)
             for item in emails:
                 self.server.delivered[_subject_and_address(item)] += 1
             answer = json.dumps({"data": [{"id": str(uuid.uuid4())} for _ in emails]}).encode()
@@ -390,13 +392,17 @@ def launcher(tmp_path):
 
 
 def child_env(db_url: str, provider: str, sink: Sink, tmp_path: Path) -> dict[str, str]:
-    return {
+    """A child's whole environment: this one without its DIGEST_* settings, plus the test's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    env.update({
         "DIGEST_DATABASE_URL": db_url, "DIGEST_PROVIDER": provider,
         "DIGEST_PROVIDER_URL": sink.url, "DIGEST_PROVIDER_TOKEN": "loopback-token",
         "DIGEST_SECRET_KEY": "crash-test-secret-0123456789abcdef",
         "DIGEST_TIMEZONE": "UTC", **REAL_IDENTITY,  # a real provider: the preflight applies
         "DIGEST_OUTBOX_DIR": str(tmp_path / "outbox"),
-    }
+        "PYTHONPATH": os.pathsep.join([str(HERE.parents[1]), env.get("PYTHONPATH", "")]),
+    })
+    return env
 
 
 def send_args(week: str = "2026-W47", *extra: str) -> list[str]:

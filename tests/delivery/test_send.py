@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete, event, select, update
+from sqlalchemy import delete, event, func, select, update
 from typer.testing import CliRunner
 
 from delivery_support import (START, FakeClock, RecordingProvider, add_subscribers, make_issue,
@@ -242,6 +242,37 @@ def test_a_batch_is_sending_during_its_request_and_claimed_while_it_waits_out_a_
                         rng=random.Random(7), policy=SendPolicy(in_flight=1))
     assert report.complete and report.sent == 5
     assert seen == [("call", {"sending": 5}), ("wait", {"claimed": 5}), ("call", {"sending": 5})]
+
+
+def test_a_stop_during_a_429_wait_puts_the_batch_back_at_once(engine, session, settings):
+    """Ctrl-C (here: from the progress callback) while the provider thread waits out a
+    Retry-After: the wait ends at once and the refused batch is pending again, unsent, instead
+    of the stop waiting as long as the provider asked."""
+    import time
+
+    add_subscribers(engine, 20)
+    issue = make_issue(session)
+    refused = threading.Event()
+
+    def busy(index, recipients):
+        refused.set()
+        return rate_limited(20)
+
+    def progress(done, total):
+        assert refused.wait(10)
+        raise KeyboardInterrupt
+
+    provider = RecordingProvider(batch_limit=10, script=[None, busy])
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        send_issue(engine, issue.id, provider, settings, progress=progress,
+                   policy=SendPolicy(in_flight=2))  # the real clock and sleep
+    assert time.monotonic() - started < 10
+    assert len(provider.calls) == 2
+    # The first batch's answer was being recorded when the stop came: in doubt. The second
+    # was refused and never sent: pending.
+    assert states(session, issue) == {"sending": 10, "pending": 10}
+    assert issue_row(session, issue).status == "paused"
 
 
 def test_a_retried_uncertain_batch_refused_until_giving_up_stays_uncertain(engine, session,
@@ -579,12 +610,35 @@ def test_cli_send_completes_with_exit_0_and_status_agrees(cli, engine, session, 
     assert again.exit_code == 0 and json.loads(again.stdout)["message"] == "already sent"
 
 
+def _until_recorded(engine, issue, n: int) -> None:
+    """Wait (bounded) until `n` deliveries of the issue have their answer recorded."""
+    import time
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            done = conn.execute(select(func.count()).select_from(Delivery).where(
+                Delivery.issue_id == issue.id, Delivery.status != "pending")).scalar_one()
+        if done >= n:
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"{n} deliveries were never recorded")
+
+
 def test_cli_exit_code_is_non_zero_when_paused_or_uncertain(cli, engine, session):
     invoke, use = cli
     add_subscribers(engine, 200)
     issue = make_issue(session)
-    use(RecordingProvider(batch_limit=100, reject={f"reader{i}@example.com": "300 invalid"
-                                                   for i in range(1, 60)}))
+
+    def after_the_breaker(index, recipients):
+        # The second batch's call may start while the first one's answer trips the breaker (a
+        # pipeline of two): it then answers 503 once the stop is recorded, and the stopping
+        # send puts the batch back unsent instead of waiting to retry.
+        _until_recorded(engine, issue, 100)
+        return TransientProviderError("503 unavailable", status=503)
+
+    use(RecordingProvider(batch_limit=100, script=[None, after_the_breaker],
+                          reject={f"reader{i}@example.com": "300 invalid" for i in range(1, 60)}))
     paused = invoke("send", "--week", "2026-W47", "--format", "json")
     data = json.loads(paused.stdout)
     assert paused.exit_code == 4 and data["status"] == "paused"
