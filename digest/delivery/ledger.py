@@ -55,8 +55,9 @@ _DELIVERIES = Delivery.__table__
 _BATCHES = DeliveryBatch.__table__
 _ISSUES = Issue.__table__
 
-# Where a recipient's row may end; anything else means the send is not finished. `claimed` and
-# `uncertain` are the states of a pending row's batch, reported as the row's (see `counts`).
+# Where a recipient's row may end; anything else means the send is not finished. `claimed`,
+# `sending` and `uncertain` are the states of a pending row's batch, reported as the row's (see
+# `counts`).
 FINAL_STATES = ("sent", "failed", "skipped")
 OPEN_STATES = ("pending", "claimed", "sending", "uncertain")
 # Batches a sender holds: claimed, and sending once their request has started.
@@ -676,8 +677,8 @@ class Counts:
         return sum(self[s] for s in OPEN_STATES)
 
 
-# A delivery's state as reported: its own, or for a pending row in a claimed or uncertain batch,
-# the batch's.
+# A delivery's state as reported: its own, or for a pending row in a claimed, sending or
+# uncertain batch, the batch's.
 _BATCH_OF = and_(B.issue_id == D.issue_id, B.batch_no == D.batch_no)
 _STATE = case((and_(D.status == "pending", B.status.in_(_RECORDABLE)), B.status),
               else_=D.status)
