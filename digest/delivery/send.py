@@ -23,7 +23,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from sqlalchemy.engine import Engine
@@ -344,6 +344,7 @@ class _Stop(Exception):
 
 
 _NOT_CALLED = object()  # the send stopped before this batch's turn: it never left
+_START_FIRST = 0.05  # seconds the ledger thread lets the next request's start go first, at most
 
 
 @dataclass
@@ -355,6 +356,8 @@ class _Batch:
     building: Future | None = None
     future: Future | None = None
     outcomes: list[Outcome] | None = None
+    # Set once its request's start is committed, or it is sure never to start.
+    started: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -403,6 +406,7 @@ class Sender:
             # Keep one batch's rate-limit wait well inside the lease.
             fits = int(policy.rate_limit * policy.lease.total_seconds() / 4)
             self.batch_size = max(1, min(self.batch_size, fits))
+        self._one_writer = engine.dialect.name == "sqlite"
         self._issue_id = 0
         self._acquired = False  # we became the issue's sender
         self._paused = False  # the pause after an unexpected error was written
@@ -528,6 +532,10 @@ class Sender:
             if queue and (len(queue) >= self.policy.in_flight or not claimable or stop):
                 finished = queue.popleft()
                 stop = self._await(finished) or stop
+                if queue and self._one_writer:
+                    # SQLite has one writer: the next request's start goes first (a small write),
+                    # so that request overlaps the recording below instead of waiting for it.
+                    queue[0].started.wait(_START_FIRST)
                 if finished.outcomes:
                     self.breaker.record_many(o.status == "rejected" for o in finished.outcomes
                                              if o.status in ("sent", "rejected"))
@@ -655,20 +663,23 @@ class Sender:
 
     def _call_in_turn(self, batch: _Batch):
         """The provider call for one batch, unless the send is stopping (it then never leaves)."""
-        if self._stopping.is_set():
-            return _NOT_CALLED
-        # Signed by the builder thread while the ledger thread works and this one waits on
-        # the previous answer: the three overlap.
-        batch.recipients = (batch.building.result() if batch.building is not None
-                            else self.recipients.batch(batch.rows))
-        if not batch.recipients:
-            return []
-        self._respect_provider_rate()
         try:
-            return self._call(batch.claim, batch.recipients)
-        except (_Stop, LostLock):
-            self._stopping.set()
-            raise
+            if self._stopping.is_set():
+                return _NOT_CALLED
+            # Signed by the builder thread while the ledger thread works and this one waits on
+            # the previous answer: the three overlap.
+            batch.recipients = (batch.building.result() if batch.building is not None
+                                else self.recipients.batch(batch.rows))
+            if not batch.recipients:
+                return []
+            self._respect_provider_rate()
+            try:
+                return self._call(batch.claim, batch.recipients, started=batch.started)
+            except (_Stop, LostLock):
+                self._stopping.set()
+                raise
+        finally:
+            batch.started.set()
 
     def _await(self, batch: _Batch) -> str | None:
         """Wait for a batch's call; returns a reason to stop, if the call gave one."""
@@ -738,7 +749,8 @@ class Sender:
         self._heartbeat(extra=wait)
         self._sleep_quietly(wait)
 
-    def _call(self, claim: ledger.Claim, batch: list[Recipient]) -> list[Outcome] | None:
+    def _call(self, claim: ledger.Claim, batch: list[Recipient], *,
+              started: threading.Event | None = None) -> list[Outcome] | None:
         """One provider call with retries. None: nothing to record (the batch was released as
         uncertain: no answer, no idempotency key; or it is no longer ours). Giving up releases
         the batch and stops the send.
@@ -757,6 +769,8 @@ class Sender:
                 return None
             if not self._start(claim):
                 return None
+            if started is not None:
+                started.set()
             try:
                 outcomes = self.provider.send_batch(self.letter, batch, batch_key=claim.batch_key)
             except PermanentProviderError as exc:
