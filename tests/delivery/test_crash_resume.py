@@ -523,8 +523,9 @@ def kill_points(seed: int = 20) -> list[tuple[int, str]]:
             for _ in range(POINTS)]
 
 
+@pytest.mark.parametrize("seed", [20] + EXTRA_SEEDS)
 def test_kills_at_twenty_points_leave_only_the_requests_in_flight_uncertain(
-        db_url, engine, session, sink, launcher, tmp_path):
+        db_url, engine, session, sink, launcher, tmp_path, seed):
     """kill -9 at 20 seeded points of a send (a fresh issue each, the same subscribers) through
     a provider without idempotency keys, then resume. After each resume nobody got the issue
     twice, everyone either got it or is reported uncertain, and only recipients whose request
@@ -534,7 +535,7 @@ def test_kills_at_twenty_points_leave_only_the_requests_in_flight_uncertain(
     at most one batch."""
     add_subscribers(engine, POINT_SUBSCRIBERS)
     env = child_env(db_url, "postmark", sink, tmp_path)
-    for index, (request_no, mode) in enumerate(kill_points()):
+    for index, (request_no, mode) in enumerate(kill_points(seed)):
         issue = make_issue(session, key=f"2026-W{index + 1:02d}")
         child = launcher.start(env, *send_args(issue.key), limit=POINT_BATCH)
         sink.arm(request_no, mode, child.pid)
