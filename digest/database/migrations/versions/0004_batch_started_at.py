@@ -7,7 +7,7 @@ have had their request out: they get `started_at = updated_at`, so they stay in 
 Downgrading turns `sending` back into `claimed`, which the older code treats as maybe sent.
 
 Revision ID: 0004
-Revises: 0007
+Revises: 0003
 Create Date: 2026-12-04 11:30:00
 """
 from alembic import op
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 
 revision = '0004'
-down_revision = '0007'
+down_revision = '0003'
 branch_labels = None
 depends_on = None
 
