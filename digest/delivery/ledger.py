@@ -446,8 +446,8 @@ def start_request(session: Session, claim: Claim, *, now: dt.datetime) -> bool:
     result = session.execute(
         update(_BATCHES)
         .where(B.key == claim.batch_key, B.status.in_(HELD), B.attempts == claim.attempts)
-        .values(status="sending", started_at=func.coalesce(B.started_at, literal(now, UTCDateTime())),
-                updated_at=now))
+        .values(status="sending", updated_at=now,
+                started_at=func.coalesce(B.started_at, literal(now, UTCDateTime()))))
     return result.rowcount == 1
 
 

@@ -179,7 +179,8 @@ def test_0004_keeps_batches_left_in_flight_in_doubt_and_goes_back(fresh_url):
     now = dt.datetime(2026, 11, 23, 10, tzinfo=dt.timezone.utc)
     with Session(engine) as session:
         started = dict(session.execute(text(
-            "SELECT key, started_at IS NOT NULL FROM delivery_batches WHERE key IS NOT NULL")).all())
+            "SELECT key, started_at IS NOT NULL FROM delivery_batches WHERE key IS NOT NULL")
+        ).all())
         assert started == {"old-a": True, "old-b": True}
         assert ledger.release_orphans(session, 1, now=now, expired_only=False) == 1
         session.commit()

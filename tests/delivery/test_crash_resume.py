@@ -448,7 +448,7 @@ def everyone(n: int = SUBSCRIBERS) -> set[str]:
     return {f"reader{i}@example.com" for i in range(1, n + 1)}
 
 
-# --- kill -9 ----------------------------------------------------------------------------------------
+# --- kill -9 --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("seed", [3] + EXTRA_SEEDS)
 def test_idempotent_provider_delivers_exactly_once_after_kills(db_url, engine, session, sink,
@@ -519,7 +519,8 @@ def kill_points(seed: int = 20) -> list[tuple[int, str]]:
     the send reaches it, before processing it ("lost"), having processed it but before
     answering ("before"), or just after answering ("after")."""
     rng = random.Random(seed)
-    return [(rng.randint(1, POINT_SUBSCRIBERS // POINT_BATCH), rng.choice(["lost", "before", "after"]))
+    requests = POINT_SUBSCRIBERS // POINT_BATCH
+    return [(rng.randint(1, requests), rng.choice(["lost", "before", "after"]))
             for _ in range(POINTS)]
 
 
@@ -610,7 +611,7 @@ def test_sigterm_while_waiting_out_a_429_leaves_nothing_uncertain(db_url, engine
     assert set(copies) == everyone(60) and set(copies.values()) == {1}
 
 
-# --- database errors --------------------------------------------------------------------------------
+# --- database errors ------------------------------------------------------------------------------
 
 def assert_one_line(err: str, *needles: str) -> None:
     """The error is one line on stderr naming what matters, with no traceback and no SQL (the
