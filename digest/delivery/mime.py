@@ -30,8 +30,8 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from email.policy import SMTP, SMTPUTF8
-from email.utils import formataddr, formatdate
+from email.policy import SMTP
+from email.utils import formataddr, formatdate, quote
 
 from digest.delivery.providers.base import Letter, Recipient
 from digest.edition.personalize import TOKENS, UNSUBSCRIBE_URL, SplitTemplate
@@ -255,8 +255,12 @@ def _to_header(recipient: Recipient, smtputf8: bool) -> bytes:
     if not smtputf8:
         raise UnicodeEncodeError("ascii", address, 0, len(address),
                                  "the address is not ASCII and SMTPUTF8 is not in use")
-    return SMTPUTF8.fold("To", formataddr((name or "", address), charset="utf-8")
-                         ).encode("utf-8")
+    # RFC 6532: the address goes as it is, and so may the name (quoted).
+    value = f'"{quote(name)}" <{address}>' if name else address
+    line = f"To: {value}\r\n".encode("utf-8")
+    if len(line) > MAX_LINE:
+        raise ValueError(f"the To header for {address} is longer than {MAX_LINE} octets")
+    return line
 
 
 def _list_unsubscribe(url: str, mailto: str) -> bytes:

@@ -31,7 +31,10 @@ def build(settings, **kwargs) -> Provider:
         if not settings.smtp_url:
             raise ConfigurationError("provider 'smtp' needs DIGEST_SMTP_URL, e.g. "
                                      "smtp+starttls://user:pass@mail.example.com:587")
-        return SmtpProvider.from_url(settings.smtp_url, **kwargs)
+        options = dict(connections=settings.smtp_connections,
+                       messages_per_connection=settings.smtp_messages_per_connection,
+                       rate_limit=settings.smtp_rate_limit)
+        return SmtpProvider.from_url(settings.smtp_url, **{**options, **kwargs})
     if name == "postmark":
         from digest.delivery.providers.postmark import PostmarkProvider
 
