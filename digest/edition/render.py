@@ -23,6 +23,7 @@ from markupsafe import Markup
 from mjml import mjml2html
 
 from digest.errors import DigestError
+from digest.edition.minify import minify_email_html
 from digest.edition.personalize import NAME, TOKENS, UNSUBSCRIBE_URL, VIEW_URL, VOTE_URL
 from digest.settings import Settings
 from digest.database.models import Comparison, Tool
@@ -296,7 +297,8 @@ def mjml_to_email(mjml_source: str, *, inline_css: str) -> str:
         remove_classes=False, disable_validation=True, cssutils_logging_level=logging.CRITICAL,
     ).transform(html, pretty_print=False)
     # lxml drops MJML's lower-case doctype; without one, mail clients render in quirks mode.
-    return out if out.lstrip()[:9].lower() == "<!doctype" else "<!doctype html>\n" + out
+    out = out if out.lstrip()[:9].lower() == "<!doctype" else "<!doctype html>\n" + out
+    return minify_email_html(out)
 
 
 def measured_size(document: str) -> int:
