@@ -16,12 +16,18 @@ Rows (each size runs in fresh processes, so a memory peak is that scenario's own
   cost); the same with the claimed rows read in the same transaction, as a sender does; plus
   the plan of the claim's locking statement from EXPLAIN (ANALYZE, BUFFERS).
 * send-sub: N through the SendGrid provider (substitution: the body once per 1,000) on SQLite,
-  one process (bench/send.py scenario 1).
-* send-full: N through the Postmark provider (500 complete messages a call) on SQLite, and the
-  ratio to plain `requests` posting the same bytes (bench/send.py scenario 2).
+  one process, and the ratio to a raw `http.client` posting the provider's own pre-built
+  payloads over the same one connection (bench/send.py scenario 1).
+* send-full: the same with the Postmark provider (500 complete messages a call) (bench/send.py
+  scenario 2).
+* send-smtp: N through the SMTP provider over 1 and 4 connections to an aiosmtpd sink, and the
+  ratio to raw `smtplib` sending the project's own pre-built messages (bench/smtp.py).
 * send-pg: N through the SendGrid provider on PostgreSQL with `--workers` processes (the holder
   plus `digest worker`s), wall time of `send_issue` from its start (planning the N deliveries
   included) to the issue `sent`; and the share of ledger updates that were heap-only.
+
+Every sink counts the distinct recipients it accepted, and a row fails unless the count is
+exactly the number sent: the figures never rest on the ledger's word.
 
 PostgreSQL rows need `--database-url` (or DIGEST_TEST_DATABASE_URL); a throwaway database is
 created on that server and dropped afterwards. The load average is printed with the figures:
@@ -52,7 +58,7 @@ UTC = dt.timezone.utc
 EDITION = "2026-W47"
 COMPOSED_AT = dt.datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
 SIZES = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000}
-BENCHES = ("render", "plan", "claim", "send-sub", "send-full", "send-pg")
+BENCHES = ("render", "plan", "claim", "send-sub", "send-full", "send-smtp", "send-pg")
 CLAIM_TARGET_MS = 5.0
 PG_SEND_TARGET_S = 90.0
 
@@ -293,6 +299,7 @@ def send_pg(base_url: str, n: int, workers: int) -> dict:
         codes = helpers.wait()
         if not report.complete or any(codes):
             raise SystemExit(f"send incomplete: {report.as_dict()} helpers {codes}")
+        result.update(sink.check(n, "send-pg"))
         result.update(workers=workers, peak_rss_mb=round(_rss_mb(), 1),
                       holder_sent=report.sent_now, **_ledger_writes(db.engine))
         return result
@@ -320,6 +327,10 @@ def _ledger_writes(engine) -> dict:
 def send_sub(n: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="digest-bench-") as tmp:
         return _load("send").substitution(n, Path(tmp))
+
+
+def send_smtp(n: int) -> dict:
+    return _load("smtp").run(n, 4, 1, True)
 
 
 def send_full(n: int) -> dict:
@@ -386,16 +397,27 @@ def main(argv: list[str] | None = None) -> int:
         if "send-sub" in only:
             r = _isolated(send_sub, n)
             at["send_sub"] = r
-            add("send-sub", label, f"{r['seconds']} s, {r['per_second']:,}/s, "
-                f"{r['cpu_us_per_recipient']} us CPU/recipient, peak {r['peak_rss_mb']} MB",
-                "SQLite, SendGrid-style, 1 process")
+            p = r["provider"]
+            add("send-sub", label, f"{p['seconds']} s, {p['per_second']:,}/s, "
+                f"{p['cpu_us_per_recipient']} us CPU/recipient, peak {p['peak_rss_mb']} MB; "
+                f"{r['ratio']:.0%} of the raw client", "SQLite, SendGrid-style, 1 process")
         if "send-full" in only:
             r = _isolated(send_full, n)
             at["send_full"] = r
             p = r["provider"]
             add("send-full", label, f"{p['seconds']} s, {p['per_second']:,}/s, "
-                f"{p['cpu_us_per_recipient']} us CPU/recipient; {r['ratio']:.0%} of plain requests",
-                "SQLite, Postmark-style, 1 process")
+                f"{p['cpu_us_per_recipient']} us CPU/recipient; {r['ratio']:.0%} of the raw "
+                "client", "SQLite, Postmark-style, 1 process")
+        if "send-smtp" in only:
+            r = _isolated(send_smtp, min(n, 5_000))
+            at["send_smtp"] = r
+            for k in (1, 4):
+                runs = r["runs"]
+                p = statistics.median(x["per_second"] for x in runs[f"project_{k}"])
+                q = statistics.median(x["per_second"] for x in runs[f"raw_{k}"])
+                add("send-smtp", f"{r['n']:,}", f"{k} connection(s): {p:,.0f}/s, "
+                    f"{p / q:.0%} of raw smtplib; {r['message_bytes_median']:,} bytes a message",
+                    "aiosmtpd sink, SQLite")
         if "send-pg" in only:
             r = _isolated(send_pg, args.database_url, n, args.workers)
             at["send_pg"] = r
