@@ -9,6 +9,7 @@ import email.policy
 import ipaddress
 import socket
 import ssl
+import threading
 from functools import partial
 
 import pytest
@@ -32,10 +33,13 @@ class Sink:
 
     def __init__(self, refuse: dict[str, str | list[str]] | None = None,
                  hang_up_on: str | None = None, pipelining: bool = False,
-                 refuse_mail: dict[str, list[str]] | None = None, hold: int = 0):
+                 refuse_mail: dict[str, list[str]] | None = None, hold: int = 0,
+                 then_shut_down: bool = False):
         self.refuse = refuse or {}
         self.refuse_mail = refuse_mail or {}  # next RCPT's address -> MAIL answers, one a try
         self.hang_up_on = hang_up_on
+        self.then_shut_down = then_shut_down  # after hanging up, the server goes away
+        self.controller = None
         self.pipelining = pipelining
         self.messages: list[dict] = []
         self.peers: list[tuple] = []
@@ -70,6 +74,8 @@ class Sink:
     async def handle_DATA(self, server, session, envelope):
         if envelope.rcpt_tos == [self.hang_up_on]:
             server.transport.close()  # the message arrived; the answer never will
+            if self.then_shut_down:
+                threading.Thread(target=self.controller.stop).start()
             return "250 too late"
         if self.hold and len(self.messages) < self.hold:
             if self._all_here is None:
@@ -97,12 +103,16 @@ def smtp_server(request):
         port = free_port()
         controller = Controller(handler, hostname="127.0.0.1", port=port, **kwargs)
         controller.start()
+        handler.controller = controller
         servers.append(controller)
         return port
 
     yield start
     for controller in servers:
-        controller.stop()
+        try:
+            controller.stop()
+        except AssertionError:  # a test that shut its server down already
+            pass
 
 
 class Sleeps:
@@ -226,6 +236,17 @@ def test_connection_lost_during_data_is_uncertain_and_never_resent(smtp_server):
     assert [m["to"][0] for m in sink.messages] == ["reader0@inbox.example",
                                                   "reader2@inbox.example"]
     assert sink.messages[0]["peer"] != sink.messages[1]["peer"]  # the next one reconnected
+
+
+def test_an_uncertain_message_is_never_retried_with_the_batch(smtp_server):
+    """The first message is lost mid-DATA and then the server is gone: the call must return
+    that recipient as uncertain, not fail as a whole (the sender would retry every message)."""
+    sink = Sink(hang_up_on="reader0@inbox.example", then_shut_down=True)
+    port = smtp_server(sink)
+    with provider_for(port, connections=1, retries=1) as provider:
+        outcomes = provider.send_batch(letter(), recipients(3), batch_key="b-1")
+    assert [o.status for o in outcomes] == ["uncertain", "transient", "transient"]
+    assert sink.messages == []
 
 
 def test_sender_refused_on_a_fresh_connection_fails_the_call(smtp_server):

@@ -271,7 +271,6 @@ class _Run:
         self._next = itertools.count()
         self.errors: list[ProviderError] = []
         self.stop = False
-        self.answered = False  # some message of this batch got a final answer from the server
 
     def work(self, slot: int) -> None:
         p = self.provider
@@ -312,7 +311,6 @@ class _Run:
                 return Outcome.transient(f"not sent: {exc}")
             else:
                 conn.sent += 1
-                self.answered = True
                 return outcome
             if attempt > p.retries:
                 return Outcome.transient(reason)
@@ -326,10 +324,12 @@ class _Run:
                 return Outcome.transient(f"not sent: {exc}")
 
     def finish(self) -> list[Outcome]:
-        """The outcomes in order. A failure that left nothing answered fails the whole call
-        (the sender retries it, or stops on a permanent one); otherwise those not reached are
-        transient and the next batch meets the failure again."""
-        if self.errors and not self.answered:
+        """The outcomes in order. A failure that left every recipient unsent fails the whole
+        call (the sender retries it, or stops on a permanent one). Once anything may have
+        gone out (sent, refused for good, uncertain) the outcomes stand, since a retried call
+        could deliver twice; those not reached are transient, and the next batch meets the
+        failure again."""
+        if self.errors and all(o is None or o.status == "transient" for o in self.outcomes):
             permanent = [e for e in self.errors if isinstance(e, PermanentProviderError)]
             raise (permanent or self.errors)[0]
         reason = f"not sent: {self.errors[0]}" if self.errors else "not sent"
