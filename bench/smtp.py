@@ -3,6 +3,7 @@
     .venv/bin/python bench/smtp.py                          # N=5,000 over 1 and 4 connections
     .venv/bin/python bench/smtp.py -n 1000 --rounds 1       # quicker
     .venv/bin/python bench/smtp.py --no-pipelining          # the provider without PIPELINING
+    .venv/bin/python bench/smtp.py --compare-pipelining     # both ways, interleaved
 
 Each round runs, interleaved, for one connection and for K:
 
@@ -211,7 +212,8 @@ def _checked(sink: SmtpSink, n: int, what: str) -> dict:
             "wire_bytes_per_message": round(octets / messages)}
 
 
-def run(n: int, connections: int, rounds: int, pipelining: bool) -> dict:
+def run(n: int, connections: int, rounds: int, pipelining: bool,
+        compare_pipelining: bool = False) -> dict:
     sink = SmtpSink()
     try:
         with tempfile.TemporaryDirectory(prefix="digest-bench-smtp-") as tmp:
@@ -237,6 +239,13 @@ def run(n: int, connections: int, rounds: int, pipelining: bool) -> dict:
                     r = raw(sink.port, sender, messages, k)
                     r.update(_checked(sink, n, f"raw smtplib, {k} connection(s)"))
                     figures["runs"].setdefault(f"raw_{k}", []).append(r)
+                    if compare_pipelining:
+                        sink.reset()
+                        r = project(template_db, workdir, sink.port, k, n, not pipelining)
+                        r.update(_checked(sink, n, f"project, {k} connection(s), pipelining "
+                                          f"{'off' if pipelining else 'on'}"))
+                        figures["runs"].setdefault(f"project_{k}_other_pipelining",
+                                                   []).append(r)
             return figures
     finally:
         sink.stop()
@@ -253,10 +262,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-pipelining", action="store_true",
                         help="the provider does not pipeline even though the sink offers it")
+    parser.add_argument("--compare-pipelining", action="store_true",
+                        help="also run the provider the other way in every round")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     print(f"load average at start {os.getloadavg()}", flush=True)
-    figures = run(args.recipients, args.connections, args.rounds, not args.no_pipelining)
+    figures = run(args.recipients, args.connections, args.rounds, not args.no_pipelining,
+                  args.compare_pipelining)
     figures["load_average_end"] = os.getloadavg()
     ok = True
     size = figures["message_bytes_median"]
@@ -273,6 +285,10 @@ def main(argv: list[str] | None = None) -> int:
               f"ratio {ratio:.0%} (target >= {TARGET_RATIO:.0%}) "
               f"{'PASS' if ratio >= TARGET_RATIO else 'FAIL'}; sink distinct recipients "
               f"{sorted(counts)} of {args.recipients:,}")
+        other = figures["runs"].get(f"project_{k}_other_pipelining")
+        if other:
+            print(f"  the provider with pipelining {'off' if not args.no_pipelining else 'on'}: "
+                  f"{_median_rate(other):,.0f} msg/s")
     print(f"load average at end {figures['load_average_end']}")
     if args.json:
         print(json.dumps(figures, indent=2))

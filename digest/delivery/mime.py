@@ -77,8 +77,8 @@ class _Part:
     pieces: tuple[bytes, ...]
     slots: tuple[str, ...]
     escape_html: bool
-    # 8bit only: for each line holding slots, (fixed octets on it, indices of its slots).
-    lines: tuple[tuple[int, tuple[int, ...]], ...] = ()
+    # 8bit only: for each line holding slots, (fixed octets on it, the slots on it).
+    lines: tuple[tuple[int, tuple[str, ...]], ...] = ()
 
     @classmethod
     def encode(cls, template: SplitTemplate, *, eight_bit: bool) -> "_Part":
@@ -91,7 +91,8 @@ class _Part:
         if eight_bit:
             lines = cls._line_budget(raw)
             if lines is not None:
-                return cls("8bit", tuple(raw), slots, template.escape_html, lines)
+                named = tuple((fixed, tuple(slots[i] for i in on_line)) for fixed, on_line in lines)
+                return cls("8bit", tuple(raw), slots, template.escape_html, named)
         pieces = [_qp(piece) for piece in raw]  # the last one ends with a line break
         return cls("quoted-printable", tuple(pieces), slots, template.escape_html)
 
@@ -126,24 +127,28 @@ class _Part:
         if not slots:
             out.append(pieces[0])
             return True
-        escape = self.escape_html
-        encoded = []
-        for slot in slots:
+        encoded: dict[str, bytes] = {}
+        eight_bit = self.cte == "8bit"
+        for slot in slots:  # each distinct value encoded once (the vote link recurs per tool)
+            if slot in encoded:
+                continue
             value = values[slot]
-            if escape:
+            if self.escape_html:
                 value = html.escape(value, quote=True)
-            encoded.append(value.encode("utf-8"))
-        if self.cte == "8bit":
-            for fixed, indices in self.lines:
-                if fixed + sum(len(encoded[i]) for i in indices) > MAX_LINE:
+            data = value.encode("utf-8")
+            if eight_bit:
+                if b"\n" in data or b"\r" in data:
                     return False
-            if any(b"\n" in v or b"\r" in v for v in encoded):
-                return False
-        else:
-            encoded = [_qp(v) for v in encoded]
+            else:
+                data = _qp(data)
+            encoded[slot] = data
+        if eight_bit:
+            for fixed, on_line in self.lines:
+                if fixed + sum(len(encoded[slot]) for slot in on_line) > MAX_LINE:
+                    return False
         out.append(pieces[0])
-        for value, piece in zip(encoded, pieces[1:]):
-            out.append(value)
+        for slot, piece in zip(slots, pieces[1:]):
+            out.append(encoded[slot])
             out.append(piece)
         return True
 
