@@ -1,14 +1,13 @@
 """The last step of rendering an email: fewer bytes, short lines, the same rendering.
 
 Only changes no mail client can see: spaces inside inline `style` declarations, and line
-breaks in place of the space after a tag's name, of a space of the text, before the end tag
-of a block (a space there ends the block's last line and is dropped) or after a CSS rule, so
-lines stay near 300 octets. 8bit transfer allows 998 on a line (the rest is room for the
-values spliced in per reader); a part with a longer line has to travel quoted-printable, a
-third larger. Breaks that add whitespace are made only when no element keeps its spaces as
-typed; text, and everything inside <pre>, <textarea> and <script>, is left exactly as it was.
-Whitespace between tags is kept: between inline elements it is a visible space, and the
-templates leave almost none.
+breaks in place of the space after a tag's name, before the end tag of a block (a space there
+ends the block's last line and is dropped) or after a CSS rule, so lines stay near 300 octets.
+8bit transfer allows 998 on a line (the rest is room for the values spliced in per reader); a
+part with a longer line has to travel quoted-printable, a third larger. A break that adds
+whitespace is made only when no element keeps its spaces as typed. Text, and everything
+inside <pre>, <textarea> and <script>, is left exactly as it was; so is whitespace between
+tags (between inline elements it is a visible space, and the templates leave almost none).
 """
 
 from __future__ import annotations
@@ -68,9 +67,9 @@ def _break_after(css: str, mark: str, column: int) -> str:
 
 
 def _break_lines(text: str, column: int, *, spaces: bool) -> str:
-    """A newline in place of the space after a tag's name when the tag would pass the target
-    (or, with `spaces`, in place of a space of the text), so lines stay near the target.
-    `column`: characters already on the line where `text` starts."""
+    """A newline in place of the space after a tag's name when the tag would pass the target,
+    or (with `spaces`) before a block's end tag, so lines stay near the target. `column`:
+    characters already on the line where `text` starts."""
     out: list[str] = []
     for m in _MARKUP_TOKEN.finditer(text):
         token = m.group(0)
@@ -83,14 +82,6 @@ def _break_lines(text: str, column: int, *, spaces: bool) -> str:
                 if gap:
                     out += [token[:gap.start(1)], "\n"]
                     token, column = token[gap.start(1) + 1:], 0
-            elif spaces:
-                while column + len(token) > _LINE_TARGET:
-                    cut = token.rfind(" ", 0, max(_LINE_TARGET - column, 0) + 1)
-                    cut = cut if cut > 0 else token.find(" ", 1)
-                    if cut < 0:
-                        break
-                    out += [token[:cut], "\n"]
-                    token, column = token[cut + 1:], 0
         out.append(token)
         newline = token.rfind("\n")
         column = len(token) - newline - 1 if newline >= 0 else column + len(token)
