@@ -30,7 +30,6 @@ import argparse
 import datetime as dt
 import http.client
 import json
-import math
 import multiprocessing as mp
 import os
 import resource
@@ -72,8 +71,9 @@ class _Sink(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/_count":  # for the benchmark, never for a provider
             server = self.server
-            body = json.dumps({"distinct": len(server.seen),  # type: ignore[attr-defined]
-                               "recipients": server.recipients}).encode()  # type: ignore[attr-defined]
+            counts = {"distinct": len(server.seen),  # type: ignore[attr-defined]
+                      "recipients": server.recipients}  # type: ignore[attr-defined]
+            body = json.dumps(counts).encode()
             self._answer(200, body, {"Content-Type": "application/json"})
         else:
             self._answer(404, b"{}", {"Content-Type": "application/json"})
@@ -226,7 +226,7 @@ def _send(engine, issue_id: int, settings) -> object:
     return report
 
 
-# --- the raw client: the ceiling ---------------------------------------------------------------------
+# --- the raw client: the ceiling -------------------------------------------------------------
 
 def prebuilt_calls(engine, issue_id: int, settings, provider, limit: int) -> list[tuple]:
     """The provider's own requests for the first `limit` batches of subscribers, built with

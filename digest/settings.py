@@ -56,7 +56,8 @@ class Settings(BaseSettings):
     smtp_messages_per_connection: int = Field(
         100, ge=1, description="messages before an SMTP connection is replaced by a new one")
     smtp_rate_limit: float = Field(
-        0.0, ge=0, description="SMTP messages per second, spaced evenly over all connections; 0 = none")
+        0.0, ge=0, description="SMTP messages per second over all connections, evenly spaced; "
+                               "0 = none")
     from_: str = Field("Weekly AI Tool Verdicts <digest@localhost>", alias="DIGEST_FROM")
     reply_to: str | None = None
     base_url: str = "http://127.0.0.1:8000"

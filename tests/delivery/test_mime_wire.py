@@ -4,7 +4,6 @@ render changes no pixel in Chromium at 375 and 800 px."""
 
 from __future__ import annotations
 
-import datetime as dt
 import email
 import email.policy
 from pathlib import Path
