@@ -37,6 +37,10 @@ class Links:
         token = self.signer.sign("view", subscriber_id, email)
         return f"{self.base_url}/issues/{quote(issue_key, safe='')}?t={token}"
 
+    def preferences(self, subscriber_id: int, email: str) -> str:
+        """The reader's preference page; `/drop/{category}` after it stops one category."""
+        return f"{self.base_url}/p/{self.signer.sign('preferences', subscriber_id, email)}"
+
     def vote(self, issue_id: int, subscriber_id: int, email: str) -> str:
         """The base of a reader's vote links in one issue; `/{tool}/{ship|skip}` follows."""
         token = self.signer.sign("vote", vote_subject(issue_id, subscriber_id), email)
@@ -55,6 +59,10 @@ class Links:
     def view_many(self, issue_key: str, holders: Sequence[str]) -> list[str]:
         prefix = f"{self.base_url}/issues/{quote(issue_key, safe='')}?t="
         return [prefix + token for token in self.signer.sign_many("view", holders)]
+
+    def preferences_many(self, holders: Sequence[str]) -> list[str]:
+        prefix = f"{self.base_url}/p/"
+        return [prefix + token for token in self.signer.sign_many("preferences", holders)]
 
     def vote_many(self, issue_id: int, holders: Sequence[str]) -> list[str]:
         prefix = f"{self.base_url}/vote/"

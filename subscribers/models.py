@@ -8,7 +8,7 @@ nothing from `digest`.
 import datetime as dt
 from typing import Optional
 
-from sqlalchemy import Column, Integer
+from sqlalchemy import Column, Integer, Text
 from sqlmodel import Field, SQLModel
 
 from subscribers.storage import UTCDateTime, utcnow
@@ -44,6 +44,10 @@ class Subscriber(SQLModel, table=True):
     confirmations_sent: int = Field(default=0, sa_column=Column(Integer, nullable=False,
                                                                   server_default="0"))
     confirmations_since: Optional[dt.datetime] = Field(default=None, sa_column=_ts())
+    # What the reader wants (subscribers.preferences): category names, `;`-separated in a
+    # canonical order (empty = every category), and Ship verdicts only.
+    categories: str = Field(default="", sa_type=Text)
+    ship_only: bool = False
 
 
 class Suppression(SQLModel, table=True):

@@ -1,6 +1,7 @@
 """Signed, purpose-scoped, URL-safe tokens bound to the person they were issued for.
 
-A token names one subscriber for one purpose (confirm, unsubscribe, view, vote), the person
+A token names one subscriber for one purpose (confirm, unsubscribe, view, vote,
+preferences), the person
 holding that id (a keyed hash of their address, shortened to a tag), and when it was issued:
 
     <subject>.<holder tag>.<issued, hex seconds>.<MAC>
@@ -27,11 +28,11 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-PURPOSES = ("confirm", "unsubscribe", "view", "vote")
+PURPOSES = ("confirm", "unsubscribe", "view", "vote", "preferences")
 # Confirmation links go stale; unsubscribe and view links live in archived mail and must keep
 # working. A vote link asks about last year's tools for a year at most.
 DEFAULT_MAX_AGE = {"confirm": 7 * 24 * 3600.0, "unsubscribe": None, "view": None,
-                   "vote": 366 * 24 * 3600.0}
+                   "vote": 366 * 24 * 3600.0, "preferences": None}
 _MAC_BYTES = 20
 _TAG_BYTES = 6  # tells the holder apart from whoever might later hold the id; 1 in 2**48 misses
 _URLSAFE = bytes.maketrans(b"+/", b"-_")

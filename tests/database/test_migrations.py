@@ -201,4 +201,36 @@ def test_0004_keeps_batches_left_in_flight_in_doubt_and_goes_back(fresh_url):
         assert ledger.release_orphans(session, 1, now=now, expired_only=False) == 1
         session.commit()
         assert ledger.counts(session, 1).by_status == {"sent": 2, "uncertain": 6}
+
+
+# --- every later migration: down and up again without losing the audience or the ledger -------
+
+def test_every_migration_after_0002_goes_down_and_up_keeping_rows(fresh_url):
+    """A rebuilt table on SQLite (Alembic's batch mode) drops the old one with foreign keys on,
+    and ON DELETE CASCADE would silently empty the ledger: this walks the chain to catch it."""
+    engine = make_engine(fresh_url)
+    _migrate(engine, "0002")
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO subscribers (id, email, status, source, created_at, updated_at)"
+            " VALUES (1, 'ada@example.com', 'active', 'cli', :t, :t)"), {"t": "2026-11-20 09:00:00+00"})
+        conn.execute(text(
+            "INSERT INTO issues (id, key, status, status_reason, window_start, window_end, subject,"
+            " preheader, html, text, html_hash, created_at) VALUES (1, '2026-W47', 'sent', '',"
+            " :t, :t, '', '', '', '', '', :t)"), {"t": "2026-11-20 09:00:00+00"})
+        conn.execute(text(
+            "INSERT INTO deliveries (id, issue_id, subscriber_id, batch_no, status, attempts,"
+            " reason, updated_at) VALUES (1, 1, 1, 0, 'sent', 1, '', :t)"),
+            {"t": "2026-11-20 09:00:00+00"})
+
+    def rows() -> tuple[int, int]:
+        with engine.connect() as conn:
+            return (conn.execute(text("SELECT count(*) FROM subscribers")).scalar_one(),
+                    conn.execute(text("SELECT count(*) FROM deliveries")).scalar_one())
+
+    head = upgrade(engine)
+    assert rows() == (1, 1), f"upgrading to {head} lost rows"
+    _migrate(engine, "0002", down=True)
+    assert rows() == (1, 1), "downgrading to 0002 lost rows"
+    assert upgrade(engine) == head and rows() == (1, 1)
     engine.dispose()
