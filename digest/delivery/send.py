@@ -37,7 +37,7 @@ from digest.errors import (DatabaseError, DigestError, PermanentProviderError,
                            TransientProviderError, UncertainProviderError, database_name,
                            database_reason)
 from digest.database.models import Issue
-from digest.edition.personalize import NAME, UNSUBSCRIBE_URL, VIEW_URL, VOTE_URL
+from digest.edition.personalize import NAME, PREFERENCES_URL, UNSUBSCRIBE_URL, VIEW_URL, VOTE_URL
 from digest.delivery.plan import plan_deliveries
 from digest.delivery.providers.base import Letter, Outcome, Provider, Recipient
 from subscribers.links import Links
@@ -220,6 +220,7 @@ class RecipientFactory:
         self.issue_key = issue.key
         self._view, self._name = VIEW_URL in used, NAME in used
         self._vote, self._issue_id = VOTE_URL in used, issue.id
+        self._preferences = PREFERENCES_URL in used
         self._id_suffix = issue.html_hash[:8] or str(issue.id)
 
     def message_id(self, delivery_id: int) -> str:
@@ -238,6 +239,9 @@ class RecipientFactory:
         if self._vote:
             for mine, url in zip(values, self._links.vote_many(self._issue_id, holders)):
                 mine[VOTE_URL] = url
+        if self._preferences:
+            for mine, url in zip(values, self._links.preferences_many(holders)):
+                mine[PREFERENCES_URL] = url
         if self._name:
             for mine, row in zip(values, rows):
                 mine[NAME] = row[3] or ""
@@ -252,6 +256,8 @@ class RecipientFactory:
             values[VIEW_URL] = self._links.view(self._key, subscriber_id, email)
         if self._vote:
             values[VOTE_URL] = self._links.vote(self._issue_id, subscriber_id, email)
+        if self._preferences:
+            values[PREFERENCES_URL] = self._links.preferences(subscriber_id, email)
         if self._name:
             values[NAME] = name or ""
         if delivery_id is None:

@@ -18,8 +18,9 @@ UNSUBSCRIBE_URL = "%%UNSUBSCRIBE_URL%%"
 # link the archive page, the same for everyone, and carry the reader's vote links instead.
 VIEW_URL = "%%VIEW_URL%%"
 VOTE_URL = "%%VOTE_URL%%"  # `{base}/vote/{token}`; the tool and the answer follow in the path
+PREFERENCES_URL = "%%PREFERENCES_URL%%"  # `{base}/p/{token}`; `/drop/{category}` may follow
 NAME = "%%NAME%%"
-TOKENS = (UNSUBSCRIBE_URL, VIEW_URL, VOTE_URL, NAME)
+TOKENS = (UNSUBSCRIBE_URL, VIEW_URL, VOTE_URL, PREFERENCES_URL, NAME)
 _TOKEN_RE = re.compile("(" + "|".join(re.escape(t) for t in TOKENS) + ")")
 
 

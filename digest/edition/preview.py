@@ -15,7 +15,7 @@ from sqlmodel import Session
 from digest.edition.compose import draft_issue, load_issue, personalize
 from digest.errors import ConfigurationError, DigestError
 from digest.database.models import Issue
-from digest.edition.personalize import NAME, UNSUBSCRIBE_URL, VIEW_URL, VOTE_URL
+from digest.edition.personalize import NAME, PREFERENCES_URL, UNSUBSCRIBE_URL, VIEW_URL, VOTE_URL
 from digest.edition.render import measured_size
 from digest.edition.select import editions_with_content
 from digest.settings import Settings
@@ -40,7 +40,8 @@ def sample_values(settings: Settings, key: str) -> dict[str, str]:
         token = "0.sample.preview-token-not-valid-for-real-use"
     return {UNSUBSCRIBE_URL: f"{settings.base_url}/u/{token}",
             VIEW_URL: f"{settings.base_url}/issues/{key}",
-            VOTE_URL: f"{settings.base_url}/vote/{token}", NAME: SAMPLE_NAME}
+            VOTE_URL: f"{settings.base_url}/vote/{token}",
+            PREFERENCES_URL: f"{settings.base_url}/p/{token}", NAME: SAMPLE_NAME}
 
 
 @dataclass(frozen=True)

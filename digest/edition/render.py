@@ -24,18 +24,21 @@ from mjml import mjml2html
 
 from digest.errors import DigestError
 from digest.edition.minify import minify_email_html
-from digest.edition.personalize import NAME, TOKENS, UNSUBSCRIBE_URL, VIEW_URL, VOTE_URL
+from digest.edition.personalize import (NAME, PREFERENCES_URL, TOKENS, UNSUBSCRIBE_URL,
+                                        VIEW_URL, VOTE_URL)
 from digest.settings import Settings
 from digest.database.models import Comparison, Tool
 from digest.edition.summaries import (count_issue, fmt_score, headline, pick_quote, tool_stats,
                               trim_words, verdict_line)
 from digest.edition.weeks import Edition, Window
 from digest.outcomes.votes import Tally
+from subscribers.preferences import category_slug
 
 # Gmail clips an HTML part larger than this and hides everything after the cut, footer included.
 BUDGET_BYTES = 102_400
 # Room kept for what each token becomes per subscriber (a signed URL, an escaped name).
-TOKEN_ALLOWANCE = {UNSUBSCRIBE_URL: 400, VIEW_URL: 400, VOTE_URL: 160, NAME: 200}
+TOKEN_ALLOWANCE = {UNSUBSCRIBE_URL: 400, VIEW_URL: 400, VOTE_URL: 160, PREFERENCES_URL: 160,
+                   NAME: 200}
 
 # More cards than fit in the budget (about 6.5 KB each): where the search for the cut starts.
 FIRST_PROBE = 16
@@ -397,6 +400,13 @@ def largest_fitting(total: int, size_of: Callable[[int], int], budget: int,
     return lo
 
 
+def issue_categories(comparisons: Sequence[Comparison]) -> list[tuple[str, str]]:
+    """(slug, name) of the categories in an edition, for its "stop sending me" links."""
+    names = {category_slug(t.category): t.category
+             for c in comparisons for t in c.tools if t.category}
+    return sorted(names.items(), key=lambda item: item[1].casefold())
+
+
 def archive_url(settings: Settings, key: str) -> str:
     """The issue's public web copy: the same for every reader, so it needs no token."""
     return f"{settings.base_url}/archive/{key}"
@@ -431,6 +441,8 @@ def render_issue(comparisons: Sequence[Comparison], *, edition: Edition, window:
         "web": web,
         "unsubscribe_url": None if web else UNSUBSCRIBE_URL,
         "vote_url": None if web else VOTE_URL,
+        "preferences_url": None if web else PREFERENCES_URL,
+        "issue_categories": issue_categories(comparisons),
         "view_url": None if web else archive_url(settings, edition.key),
         "subscribe_url": f"{settings.base_url}/subscribe",
         "canonical_url": archive_url(settings, edition.key),

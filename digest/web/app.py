@@ -13,10 +13,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
+from digest.content.categories import recent_categories
 from digest.delivery.confirmation import confirmation_sender
 from digest.edition.render import templates_root
 from digest.database.models import Issue
-from digest.edition.personalize import NAME, UNSUBSCRIBE_URL, VIEW_URL, VOTE_URL, SplitTemplate
+from digest.edition.personalize import (NAME, PREFERENCES_URL, UNSUBSCRIBE_URL, VIEW_URL, VOTE_URL,
+                                        SplitTemplate)
 from digest.settings import Settings
 from digest.web.access import OperatorOnly, client_address, require_operator
 from digest.web.archive import create_router as create_archive_router
@@ -24,6 +26,7 @@ from digest.web.votes import create_router as create_vote_router
 from digest.web.webhooks import make_router as make_webhook_router
 from subscribers.links import Links
 from subscribers.models import Subscriber
+from subscribers.preference_routes import create_router as create_preferences_router
 from subscribers.routes import RateLimiter, create_router
 from subscribers.storage import utcnow
 from subscribers.tokens import Signer
@@ -48,7 +51,8 @@ def issue_loader(engine: Engine, links: Links) -> Callable[[str, int], str | Non
             address = subscriber.email
         values = {UNSUBSCRIBE_URL: links.unsubscribe(subscriber_id, address),
                   VIEW_URL: links.view(key, subscriber_id, address),
-                  VOTE_URL: links.vote(issue_id, subscriber_id, address), NAME: name}
+                  VOTE_URL: links.vote(issue_id, subscriber_id, address),
+                  PREFERENCES_URL: links.preferences(subscriber_id, address), NAME: name}
         return SplitTemplate(html, escape_html=True).fill(values)
 
     return load
@@ -64,6 +68,17 @@ def rate_limit_key(settings: Settings) -> Callable[[Request], str]:
         return str(address) if address is not None else "unknown"
 
     return key
+
+
+def known_categories(engine: Engine, clock: Callable[[], dt.datetime]
+                     ) -> Callable[[], list[str]]:
+    """What the preference page offers: the categories published in the last 12 weeks."""
+
+    def load() -> list[str]:
+        with Session(engine) as session:
+            return recent_categories(session, clock())
+
+    return load
 
 
 def create_app(settings: Settings, engine: Engine, *, public: bool = False,
@@ -91,6 +106,10 @@ def create_app(settings: Settings, engine: Engine, *, public: bool = False,
     ))
     app.include_router(make_webhook_router(settings, engine,
                                            clock=lambda: clock().timestamp()))
+    app.include_router(create_preferences_router(
+        sessions=engine, links=links, templates_dir=templates_root() / "web", clock=clock,
+        known_categories=known_categories(engine, clock), site_name=settings.site_name,
+        postal_address=settings.postal_address))
     app.include_router(create_archive_router(settings, engine, clock=clock))
     app.include_router(create_vote_router(settings, engine, signer, clock=clock,
                                           client_key=client_key))

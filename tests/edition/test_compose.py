@@ -16,7 +16,7 @@ from digest.edition.compose import (EditionOpenError, IssueTemplate, compose_iss
                             issue_comparison_ids, personalize)
 from digest.errors import DigestError
 from digest.database.models import Comparison, Issue, IssueComparison
-from digest.edition.personalize import NAME, UNSUBSCRIBE_URL, VIEW_URL, VOTE_URL
+from digest.edition.personalize import NAME, PREFERENCES_URL, UNSUBSCRIBE_URL, VIEW_URL, VOTE_URL
 from factories import sample_comparisons, store
 
 UTC = dt.timezone.utc
@@ -24,7 +24,8 @@ W47_MONDAY = dt.datetime(2026, 11, 15, 23, 0, tzinfo=UTC)  # Mon 16 Nov 00:00 in
 AFTER_W47 = dt.datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 VALUES = {UNSUBSCRIBE_URL: "https://digest.example.test/u/7.abc.def?a=1&b=2",
           VIEW_URL: "https://digest.example.test/issues/2026-W47",
-          VOTE_URL: "https://digest.example.test/vote/7-1.abc.def", NAME: "Ada"}
+          VOTE_URL: "https://digest.example.test/vote/7-1.abc.def",
+          PREFERENCES_URL: "https://digest.example.test/p/7.pref.sig", NAME: "Ada"}
 
 
 def _count(session, model) -> int:

@@ -9,7 +9,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-from digest.edition.personalize import NAME, SplitTemplate, UNSUBSCRIBE_URL, VIEW_URL, VOTE_URL
+from digest.edition.personalize import (NAME, PREFERENCES_URL, SplitTemplate, UNSUBSCRIBE_URL,
+                                        VIEW_URL, VOTE_URL)
 from digest.edition.render import (BUDGET_BYTES, RenderError, largest_fitting, measured_size,
                            render_issue, safe_url)
 from digest.settings import load_settings
@@ -25,6 +26,7 @@ LONG_UNSUBSCRIBE = "https://digest.example.test/u/" + "8412." + "6740b3f1." + "Q
 SUBSCRIBER = {UNSUBSCRIBE_URL: LONG_UNSUBSCRIBE,
               VIEW_URL: "https://digest.example.test/issues/2026-W47?for=8412&t=abc",
               VOTE_URL: "https://digest.example.test/vote/8412-3.6740b3f1.Qx&y",
+              PREFERENCES_URL: "https://digest.example.test/p/8412.6740b3f1.Qx",
               NAME: "Zoë O'Brien & co"}
 
 

@@ -1,0 +1,180 @@
+"""`/p/{token}`: the reader's own preference page, linked from every email's footer.
+
+GET shows the categories as checkboxes (the ones the site has published lately, handed in by
+the app, plus any the reader chose earlier), the ship-only choice, a save button and the global
+unsubscribe. POST saves. `/p/{token}/drop/{category}` is "stop sending me {category}" from the
+email: GET asks, POST applies, so link scanners change nothing. The token is signed for the
+`preferences` purpose; no login.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from subscribers import preferences, storage
+from subscribers.links import Links
+from subscribers.models import Subscriber
+from subscribers.preferences import InvalidPreferences, Preferences, category_slug
+from subscribers.tokens import BadToken
+
+KnownCategories = Callable[[], Sequence[str]]
+MAX_FORM_BYTES = 16 * 1024
+_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Robots-Tag": "noindex",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                               "form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+}
+# Who may change their preferences: a reader still on the list (a bounced or complained
+# address gets nothing anyway, and an unsubscribed one resubscribes through the signup form).
+_EDITABLE = ("active", "pending")
+
+
+def create_router(*, sessions: Engine | Callable[[], Session], links: Links,
+                  known_categories: KnownCategories, templates_dir: str | Path,
+                  clock: Callable[[], dt.datetime] = storage.utcnow,
+                  site_name: str = "Weekly digest", postal_address: str = "") -> APIRouter:
+    if isinstance(sessions, Engine):
+        engine = sessions
+        new_session: Callable[[], Session] = lambda: Session(engine, expire_on_commit=False)
+    else:
+        new_session = sessions
+    env = Environment(loader=FileSystemLoader(str(templates_dir)), autoescape=True,
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.globals.update(site_name=site_name, postal_address=postal_address,
+                       subscribe_url=f"{links.base_url}/subscribe")
+    router = APIRouter(tags=["preferences"])
+
+    def page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
+        return HTMLResponse(env.get_template(template).render(**context), status_code=status,
+                            headers=_HEADERS)
+
+    def bad_link() -> HTMLResponse:
+        return page("message.html.j2", 400, title="This link does not work", link=(
+            "Go to the signup page", f"{links.base_url}/subscribe"), paragraphs=[
+            "It may be incomplete (some mail apps break long links across lines), changed, or "
+            "too old. Use the link in the newest email."])
+
+    def reader(token: str, session: Session, *, lock: bool = False) -> Subscriber | None:
+        try:
+            subscriber_id = links.signer.verify_id(token, "preferences")
+        except BadToken:
+            return None
+        from subscribers import lifecycle
+
+        subscriber = lifecycle.get(session, subscriber_id, lock=lock)
+        return subscriber if subscriber is not None and subscriber.status in _EDITABLE else None
+
+    def choices(current: Preferences) -> list[tuple[str, str, bool]]:
+        """(slug, name, ticked) for every category on offer, the reader's own included."""
+        names = {category_slug(n): n for n in known_categories()}
+        for name in current.categories:
+            names.setdefault(category_slug(name), name)
+        chosen = {category_slug(n) for n in current.categories}
+        return [(slug, names[slug], slug in chosen)
+                for slug in sorted(names, key=lambda s: names[s].casefold())]
+
+    def form_page(token: str, subscriber: Subscriber, *, saved: bool = False,
+                  error: str | None = None, status: int = 200) -> HTMLResponse:
+        current = preferences.of(subscriber)
+        return page("preferences.html.j2", status, title="Your email preferences",
+                    email=subscriber.email, options=choices(current),
+                    ship_only=current.ship_only, summary=current.describe(), saved=saved,
+                    error=error, action=f"{links.base_url}/p/{token}",
+                    unsubscribe_url=f"{links.base_url}/u/{links.signer.sign('unsubscribe', subscriber.id)}")
+
+    @router.get("/p/{token}", response_class=HTMLResponse)
+    def show(token: str) -> HTMLResponse:
+        with new_session() as session:
+            subscriber = reader(token, session)
+            if subscriber is None:
+                return bad_link()
+            return form_page(token, subscriber)
+
+    @router.post("/p/{token}", response_class=HTMLResponse)
+    async def save(token: str, request: Request) -> HTMLResponse:
+        form = await _read_form(request)
+        if form is None:
+            return page("message.html.j2", 413, title="Too much", link=None,
+                        paragraphs=["That form was larger than this page ever sends."])
+        with storage.unit_of_work(new_session) as session:
+            subscriber = reader(token, session, lock=True)
+            if subscriber is None:
+                return bad_link()
+            offered = {slug: name for slug, name, _ in choices(preferences.of(subscriber))}
+            picked = [offered[s] for s in form.getlist("category") if s in offered]
+            try:
+                wanted = Preferences(preferences.parse_categories(picked),
+                                     preferences.parse_ship_only(form.get("ship_only")))
+            except InvalidPreferences as exc:
+                return form_page(token, subscriber, error=str(exc), status=400)
+            preferences.store(session, subscriber, wanted, at=clock())
+            return form_page(token, subscriber, saved=True)
+
+    def drop_target(session: Session, token: str, slug: str):
+        subscriber = reader(token, session, lock=True)
+        if subscriber is None:
+            return None, None
+        current = preferences.of(subscriber)
+        names = {category_slug(n): n for n in (*known_categories(), *current.categories)}
+        return subscriber, names.get(slug)
+
+    @router.get("/p/{token}/drop/{slug}", response_class=HTMLResponse)
+    def ask_drop(token: str, slug: str) -> HTMLResponse:
+        with new_session() as session:
+            subscriber, name = drop_target(session, token, slug)
+            if subscriber is None:
+                return bad_link()
+            if name is None:
+                return form_page(token, subscriber, status=404,
+                                 error="That category is not on offer any more.")
+            return page("drop_category.html.j2", title=f"Stop sending {name}?", category=name,
+                        action=f"{links.base_url}/p/{token}/drop/{slug}",
+                        preferences_url=f"{links.base_url}/p/{token}")
+
+    @router.post("/p/{token}/drop/{slug}", response_class=HTMLResponse)
+    def drop(token: str, slug: str) -> HTMLResponse:
+        with storage.unit_of_work(new_session) as session:
+            subscriber, name = drop_target(session, token, slug)
+            if subscriber is None:
+                return bad_link()
+            if name is None:
+                return form_page(token, subscriber, status=404,
+                                 error="That category is not on offer any more.")
+            try:
+                wanted = preferences.without(preferences.of(subscriber), name,
+                                             known_categories())
+            except InvalidPreferences as exc:
+                return form_page(token, subscriber, error=str(exc), status=400)
+            preferences.store(session, subscriber, wanted, at=clock())
+            return form_page(token, subscriber, saved=True)
+
+    return router
+
+
+async def _read_form(request: Request):
+    """The posted form, or None when it is larger than this page could send (checked from
+    Content-Length and while reading, before parsing)."""
+    from starlette.datastructures import FormData
+    from urllib.parse import parse_qsl
+
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_FORM_BYTES):
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > MAX_FORM_BYTES:
+            return None
+    return FormData(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
