@@ -29,10 +29,14 @@ from subscribers.lifecycle import (BOUNCE, COMPLAIN, CONFIRM, UNSUBSCRIBE, Inval
                                    InvalidName, SubscriberError, apply, clean_name, email_hash,
                                    normalize_email)
 from subscribers.models import STATUSES, Subscriber, Suppression
+from subscribers.preferences import (SEPARATOR, InvalidPreferences, Preferences, parse_categories,
+                                     parse_ship_only)
+from subscribers.preferences import store as store_preferences
 
-IMPORT_COLUMNS = ("email", "name", "status")
-EXPORT_COLUMNS = ("email", "name", "status", "source", "created_at", "updated_at", "confirmed_at",
-                  "unsubscribed_at", "bounced_at", "complained_at")
+IMPORT_COLUMNS = ("email", "name", "status", "categories", "ship_only")
+EXPORT_COLUMNS = ("email", "name", "status", "categories", "ship_only", "source", "created_at",
+                  "updated_at", "confirmed_at", "unsubscribed_at", "bounced_at", "complained_at")
+PREFERENCE_COLUMNS = ("categories", "ship_only")
 # An operator importing a list vouches for it, unless a row's status says otherwise.
 DEFAULT_STATUS = "active"
 _RANK = {"pending": 0, "active": 1, "unsubscribed": 2, "bounced": 3, "complained": 4}
@@ -58,6 +62,8 @@ class ImportRow:
     email: str
     name: str | None
     status: str
+    # None when the file has no preference columns: existing choices are then left alone.
+    preferences: Preferences | None = None
 
 
 @dataclass(frozen=True)
@@ -172,11 +178,20 @@ def parse_csv(lines: Iterable[str], *, source: str = "<csv>") -> ParsedCsv:
             parsed.errors.append(RowProblem(
                 line, f"status {cell('status')!r} is not one of {', '.join(STATUSES)}"))
             continue
-        row = ImportRow(line, email, name, status)
+        wanted = None
+        if any(column in index for column in PREFERENCE_COLUMNS):
+            try:
+                wanted = Preferences(parse_categories(cell("categories")),
+                                     parse_ship_only(cell("ship_only")))
+            except InvalidPreferences as exc:
+                parsed.errors.append(RowProblem(line, str(exc)))
+                continue
+        row = ImportRow(line, email, name, status, wanted)
         if email in by_email:
             first = by_email[email]
             merged = ImportRow(first.line, email, first.name or name,
-                               status if _RANK[status] > _RANK[first.status] else first.status)
+                               status if _RANK[status] > _RANK[first.status] else first.status,
+                               first.preferences or wanted)
             by_email[email] = merged
             parsed.notes.append(RowProblem(
                 line, f"{email} already appears on line {first_line[email]}; merged "
@@ -217,6 +232,9 @@ def _runaway_quote(start: int, end: int, column: str) -> str:
 def _new_subscriber(row: ImportRow, at: dt.datetime) -> Subscriber:
     subscriber = Subscriber(email=row.email, name=row.name, status=row.status, source="import",
                             created_at=at, updated_at=at)
+    if row.preferences is not None:
+        subscriber.categories = SEPARATOR.join(row.preferences.categories)
+        subscriber.ship_only = row.preferences.ship_only
     if row.status in _STAMP:
         setattr(subscriber, _STAMP[row.status], at)
     return subscriber
@@ -252,6 +270,8 @@ def import_rows(session: Session, rows: list[ImportRow], *, at: dt.datetime,
             if row.name and subscriber.name != row.name:
                 subscriber.name, subscriber.updated_at, changed = row.name, at, True
                 session.add(subscriber)
+            if row.preferences is not None:
+                changed = store_preferences(session, subscriber, row.preferences, at=at) or changed
             if _RANK[row.status] > _RANK[subscriber.status]:
                 changed = apply(session, subscriber, _FORWARD[row.status], at=at) or changed
             elif row.status != subscriber.status:
@@ -314,6 +334,8 @@ def iter_subscribers(session: Session, *, status: str | None = None,
 
 def _formula_safe(value: Any) -> Any:
     """Spreadsheets run cells starting with = + - @ as formulas; names come from a public form."""
+    if isinstance(value, bool):
+        return "true" if value else "false"  # what the import reads back
     if isinstance(value, str) and value.startswith(_FORMULA_START):
         return "'" + value
     return value

@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 from subscribers import preferences, storage
 from subscribers.links import Links
@@ -76,31 +77,36 @@ def create_router(*, sessions: Engine | Callable[[], Session], links: Links,
         subscriber = lifecycle.get(session, subscriber_id, lock=lock)
         return subscriber if subscriber is not None and subscriber.status in _EDITABLE else None
 
-    def choices(current: Preferences) -> list[tuple[str, str, bool]]:
+    def choices(current: Preferences, known: Sequence[str]) -> list[tuple[str, str, bool]]:
         """(slug, name, ticked) for every category on offer, the reader's own included."""
-        names = {category_slug(n): n for n in known_categories()}
+        names = {category_slug(n): n for n in known}
         for name in current.categories:
             names.setdefault(category_slug(name), name)
         chosen = {category_slug(n) for n in current.categories}
         return [(slug, names[slug], slug in chosen)
                 for slug in sorted(names, key=lambda s: names[s].casefold())]
 
-    def form_page(token: str, subscriber: Subscriber, *, saved: bool = False,
-                  error: str | None = None, status: int = 200) -> HTMLResponse:
+    def form_page(token: str, subscriber: Subscriber, known: Sequence[str], *,
+                  saved: bool = False, error: str | None = None,
+                  status: int = 200) -> HTMLResponse:
         current = preferences.of(subscriber)
         return page("preferences.html.j2", status, title="Your email preferences",
-                    email=subscriber.email, options=choices(current),
+                    email=subscriber.email, options=choices(current, known),
                     ship_only=current.ship_only, summary=current.describe(), saved=saved,
                     error=error, action=f"{links.base_url}/p/{token}",
                     unsubscribe_url=f"{links.base_url}/u/{links.signer.sign('unsubscribe', subscriber.id)}")
 
+    # Each handler reads the categories on offer before it opens its own session: on SQLite a
+    # transaction holds the write lock, and a second one inside it would wait for itself.
+
     @router.get("/p/{token}", response_class=HTMLResponse)
     def show(token: str) -> HTMLResponse:
+        known = list(known_categories())
         with new_session() as session:
             subscriber = reader(token, session)
             if subscriber is None:
                 return bad_link()
-            return form_page(token, subscriber)
+            return form_page(token, subscriber, known)
 
     @router.post("/p/{token}", response_class=HTMLResponse)
     async def save(token: str, request: Request) -> HTMLResponse:
@@ -108,36 +114,41 @@ def create_router(*, sessions: Engine | Callable[[], Session], links: Links,
         if form is None:
             return page("message.html.j2", 413, title="Too much", link=None,
                         paragraphs=["That form was larger than this page ever sends."])
+        known = list(await run_in_threadpool(known_categories))
+        return await run_in_threadpool(_save, token, form, known)
+
+    def _save(token: str, form, known: Sequence[str]) -> HTMLResponse:
         with storage.unit_of_work(new_session) as session:
             subscriber = reader(token, session, lock=True)
             if subscriber is None:
                 return bad_link()
-            offered = {slug: name for slug, name, _ in choices(preferences.of(subscriber))}
+            offered = {slug: name for slug, name, _ in choices(preferences.of(subscriber), known)}
             picked = [offered[s] for s in form.getlist("category") if s in offered]
             try:
                 wanted = Preferences(preferences.parse_categories(picked),
                                      preferences.parse_ship_only(form.get("ship_only")))
             except InvalidPreferences as exc:
-                return form_page(token, subscriber, error=str(exc), status=400)
+                return form_page(token, subscriber, known, error=str(exc), status=400)
             preferences.store(session, subscriber, wanted, at=clock())
-            return form_page(token, subscriber, saved=True)
+            return form_page(token, subscriber, known, saved=True)
 
-    def drop_target(session: Session, token: str, slug: str):
+    def drop_target(session: Session, token: str, slug: str, known: Sequence[str]):
         subscriber = reader(token, session, lock=True)
         if subscriber is None:
             return None, None
         current = preferences.of(subscriber)
-        names = {category_slug(n): n for n in (*known_categories(), *current.categories)}
+        names = {category_slug(n): n for n in (*known, *current.categories)}
         return subscriber, names.get(slug)
 
     @router.get("/p/{token}/drop/{slug}", response_class=HTMLResponse)
     def ask_drop(token: str, slug: str) -> HTMLResponse:
+        known = list(known_categories())
         with new_session() as session:
-            subscriber, name = drop_target(session, token, slug)
+            subscriber, name = drop_target(session, token, slug, known)
             if subscriber is None:
                 return bad_link()
             if name is None:
-                return form_page(token, subscriber, status=404,
+                return form_page(token, subscriber, known, status=404,
                                  error="That category is not on offer any more.")
             return page("drop_category.html.j2", title=f"Stop sending {name}?", category=name,
                         action=f"{links.base_url}/p/{token}/drop/{slug}",
@@ -145,20 +156,20 @@ def create_router(*, sessions: Engine | Callable[[], Session], links: Links,
 
     @router.post("/p/{token}/drop/{slug}", response_class=HTMLResponse)
     def drop(token: str, slug: str) -> HTMLResponse:
+        known = list(known_categories())
         with storage.unit_of_work(new_session) as session:
-            subscriber, name = drop_target(session, token, slug)
+            subscriber, name = drop_target(session, token, slug, known)
             if subscriber is None:
                 return bad_link()
             if name is None:
-                return form_page(token, subscriber, status=404,
+                return form_page(token, subscriber, known, status=404,
                                  error="That category is not on offer any more.")
             try:
-                wanted = preferences.without(preferences.of(subscriber), name,
-                                             known_categories())
+                wanted = preferences.without(preferences.of(subscriber), name, known)
             except InvalidPreferences as exc:
-                return form_page(token, subscriber, error=str(exc), status=400)
+                return form_page(token, subscriber, known, error=str(exc), status=400)
             preferences.store(session, subscriber, wanted, at=clock())
-            return form_page(token, subscriber, saved=True)
+            return form_page(token, subscriber, known, saved=True)
 
     return router
 
