@@ -235,6 +235,7 @@ def _new_subscriber(row: ImportRow, at: dt.datetime) -> Subscriber:
     if row.preferences is not None:
         subscriber.categories = SEPARATOR.join(row.preferences.categories)
         subscriber.ship_only = row.preferences.ship_only
+        subscriber.segment = row.preferences.key
     if row.status in _STAMP:
         setattr(subscriber, _STAMP[row.status], at)
     return subscriber

@@ -48,6 +48,9 @@ class Subscriber(SQLModel, table=True):
     # canonical order (empty = every category), and Ship verdicts only.
     categories: str = Field(default="", sa_type=Text)
     ship_only: bool = False
+    # The segment those choices make (`Preferences.key`, e.g. `code-review+data-tools:ship`),
+    # kept with them so the plan joins readers to their edition in SQL.
+    segment: str = Field(default="all", sa_type=Text)
 
 
 class Suppression(SQLModel, table=True):

@@ -108,9 +108,11 @@ def store(session: Session, subscriber: Subscriber, preferences: Preferences, *,
           at: dt.datetime) -> bool:
     """Save a reader's choices; True when anything changed."""
     text = SEPARATOR.join(preferences.categories)
-    if (subscriber.categories or "") == text and bool(subscriber.ship_only) == preferences.ship_only:
+    if ((subscriber.categories or "") == text and bool(subscriber.ship_only) == preferences.ship_only
+            and subscriber.segment == preferences.key):
         return False
     subscriber.categories, subscriber.ship_only = text, preferences.ship_only
+    subscriber.segment = preferences.key
     subscriber.updated_at = at
     session.add(subscriber)
     session.flush()

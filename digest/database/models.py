@@ -142,6 +142,36 @@ class IssueComparison(SQLModel, table=True):
     position: int = 0
 
 
+class IssueEdition(SQLModel, table=True):
+    """One segment's edition of an issue: readers with the same preferences (categories,
+    ship-only) get the comparisons they asked for, rendered once for all of them.
+
+    Made when the issue is planned, for each distinct preference set among active readers.
+    `empty` marks a segment with nothing this week: its readers are recorded `skipped`. A segment
+    whose comparisons are the whole issue shares the issue's own render."""
+
+    __tablename__ = "issue_editions"
+    __table_args__ = (
+        UniqueConstraint("issue_id", "segment", name="uq_issue_editions_segment"),
+    )
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    issue_id: int = Field(sa_column=Column(Integer, ForeignKey("issues.id", ondelete="CASCADE"),
+                                           nullable=False))
+    segment: str = Field(default="all", sa_type=Text)  # `Preferences.key`: `developer-tools:ship`
+    categories: str = Field(default="", sa_type=Text)  # the names, for people
+    ship_only: bool = False
+    position: int = 0
+    empty: bool = False
+    comparisons: int = 0  # how many of the issue's comparisons this edition carries
+    subject: str = Field(default="", sa_type=Text)
+    preheader: str = Field(default="", sa_type=Text)
+    html: str = Field(default="", sa_type=Text)
+    text: str = Field(default="", sa_type=Text)
+    html_hash: str = Field(default="", max_length=64)
+    created_at: dt.datetime = Field(default_factory=utcnow, sa_column=_ts(False))
+
+
 class DeliveryBatch(SQLModel, table=True):
     """One provider request's worth of deliveries, fixed when the issue is planned.
 
@@ -199,6 +229,9 @@ class Delivery(SQLModel, table=True):
                                                                     ondelete="CASCADE"),
                                                 nullable=False, index=True))
     batch_no: int = 0  # its DeliveryBatch within the issue
+    # The segment's edition (`issue_editions.id`) this reader gets; None: the issue's own render
+    # (deliveries planned before segments). No foreign key: see migration 0009.
+    edition_id: Optional[int] = None
     status: str = Field(default="pending", max_length=20)  # pending | sent | failed | skipped
     batch_key: Optional[str] = Field(default=None, max_length=80)  # the request it went out in
     attempts: int = 0  # provider calls that answered for this recipient

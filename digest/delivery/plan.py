@@ -1,5 +1,6 @@
 """Plan an issue's deliveries: one ledger row per (issue, active subscriber), inserted set-wise,
-and cut into batches of one provider request each.
+with the reader's segment edition (`digest.edition.segments`), cut into batches of one provider
+request each.
 
 One `INSERT ... SELECT` does the whole list in the database, so planning a million subscribers
 moves no rows through Python; a second, grouped `INSERT ... SELECT` writes one batch row per
@@ -21,6 +22,7 @@ from sqlalchemy import bindparam, text
 from sqlmodel import Session
 
 from digest.database import UTCDateTime
+from digest.edition.segments import NOTHING_THIS_WEEK
 
 # An issue in one of these states may still gain deliveries (a subscriber who confirmed while a
 # send was paused gets this week's issue when it resumes).
@@ -28,17 +30,28 @@ PLANNABLE_STATES = ("ready", "sending", "paused")
 
 _PLANNABLE_SQL = ", ".join(f"'{state}'" for state in PLANNABLE_STATES)
 
+# Each reader gets their segment's edition (joined on the preferences it was made for; none made:
+# the issue's own render). Deliveries are numbered edition by edition, so every batch is a run
+# of one edition's readers and a provider request carries one body. Readers whose segment has
+# nothing this week are recorded `skipped` at once, in batches of their own that are done.
 _PLAN_SQL = text(f"""
-INSERT INTO deliveries (issue_id, subscriber_id, batch_no, status, attempts, reason, updated_at)
-SELECT :issue_id, s.id, :base + (ROW_NUMBER() OVER (ORDER BY s.id) - 1) / :size,
-       'pending', 0, '', :now
-FROM subscribers s
-WHERE s.status = 'active'
-  AND NOT EXISTS (SELECT 1 FROM deliveries d
-                  WHERE d.issue_id = :issue_id AND d.subscriber_id = s.id)
-  AND EXISTS (SELECT 1 FROM issues i
-              WHERE i.id = :issue_id AND i.status IN ({_PLANNABLE_SQL}))
-ORDER BY s.id
+INSERT INTO deliveries (issue_id, subscriber_id, edition_id, batch_no, status, attempts, reason,
+                        updated_at)
+SELECT :issue_id, x.sid, x.eid, :base + DENSE_RANK() OVER (ORDER BY x.empty, x.pos, x.chunk) - 1,
+       CASE WHEN x.empty THEN 'skipped' ELSE 'pending' END, 0,
+       CASE WHEN x.empty THEN :nothing ELSE '' END, :now
+FROM (SELECT s.id AS sid, e.id AS eid, COALESCE(e.position, -1) AS pos,
+             COALESCE(e.empty, FALSE) AS empty,
+             (ROW_NUMBER() OVER (PARTITION BY e.id ORDER BY s.id) - 1) / :size AS chunk
+      FROM subscribers s
+      LEFT JOIN issue_editions e ON e.issue_id = :issue_id AND e.segment = s.segment
+      WHERE s.status = 'active'
+        AND NOT EXISTS (SELECT 1 FROM deliveries d
+                        WHERE d.issue_id = :issue_id AND d.subscriber_id = s.id)
+        AND EXISTS (SELECT 1 FROM issues i
+                    WHERE i.id = :issue_id AND i.status IN ({_PLANNABLE_SQL}))) x
+WHERE TRUE
+ORDER BY x.empty, x.pos, x.sid
 ON CONFLICT (issue_id, subscriber_id) DO NOTHING
 """).bindparams(bindparam("now", type_=UTCDateTime()))
 
@@ -51,7 +64,8 @@ WHERE issue_id = :issue_id AND batch_no >= 0
 _BATCHES_SQL = text("""
 INSERT INTO delivery_batches (issue_id, batch_no, status, first_id, last_id, size, attempts,
                               reason, updated_at)
-SELECT :issue_id, batch_no, 'pending', MIN(id), MAX(id), COUNT(*), 0, '', :now
+SELECT :issue_id, batch_no, CASE WHEN MIN(status) = 'skipped' THEN 'done' ELSE 'pending' END,
+       MIN(id), MAX(id), COUNT(*), 0, '', :now
 FROM deliveries
 WHERE id > :after AND issue_id = :issue_id AND batch_no >= :base
 GROUP BY batch_no
@@ -95,7 +109,8 @@ def plan_deliveries(session: Session, issue_id: int, *, now: dt.datetime,
     base = int(session.execute(_BASE_SQL, {"issue_id": issue_id}).scalar_one())
     after = int(session.execute(text("SELECT COALESCE(MAX(id), 0) FROM deliveries")).scalar_one())
     params = {"issue_id": issue_id, "now": now, "base": base}
-    result = session.execute(_PLAN_SQL, {**params, "size": batch_size})
+    result = session.execute(_PLAN_SQL, {**params, "size": batch_size,
+                                         "nothing": NOTHING_THIS_WEEK})
     if result.rowcount:
         session.execute(_BATCHES_SQL, {**params, "after": after})
     if (result.rowcount or 0) >= ANALYZE_AFTER and session.get_bind().dialect.name == "postgresql":

@@ -16,6 +16,7 @@ from sqlmodel import Session, select
 
 from digest.content.comparison import slugify
 from digest.database.models import Comparison, Issue, IssueComparison, Tool
+from digest.edition.compose import issue_comparisons
 from digest.edition.render import render_issue
 from digest.edition.weeks import Edition, Window
 from digest.outcomes.votes import tallies
@@ -55,14 +56,6 @@ def sent_issues(session: Session, settings: Settings, *, offset: int = 0,
 def sent_issue(session: Session, key: str) -> Issue | None:
     issue = session.exec(select(Issue).where(Issue.key == key)).first()
     return issue if issue is not None and issue.status in PUBLIC_STATES else None
-
-
-def issue_comparisons(session: Session, issue: Issue) -> list[Comparison]:
-    """The comparisons an issue carried, in its order (tools and reviews loaded)."""
-    return list(session.exec(
-        select(Comparison).join(IssueComparison, IssueComparison.comparison_id == Comparison.id)
-        .where(IssueComparison.issue_id == issue.id).order_by(IssueComparison.position)
-    ).unique().all())
 
 
 def web_copy(session: Session, settings: Settings, issue: Issue) -> str:

@@ -178,6 +178,14 @@ def _unblock(session: Session, settings: Settings, issue: Issue, *, now: dt.date
     return issue
 
 
+def issue_comparisons(session: Session, issue: Issue) -> list[Comparison]:
+    """The comparisons an issue carried, in its order (tools and reviews loaded)."""
+    return list(session.exec(
+        select(Comparison).join(IssueComparison, IssueComparison.comparison_id == Comparison.id)
+        .where(IssueComparison.issue_id == issue.id).order_by(IssueComparison.position)
+    ).unique().all())
+
+
 def issue_comparison_ids(session: Session, issue: Issue) -> list[int]:
     """The comparisons an issue carries, in the order it shows them."""
     return list(session.exec(select(IssueComparison.comparison_id)

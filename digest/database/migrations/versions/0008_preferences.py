@@ -1,4 +1,4 @@
-"""preferences: the categories a reader wants and whether only Ship verdicts
+"""preferences: the categories a reader wants, whether only Ship verdicts, and their segment
 
 Revision ID: 0008
 Revises: 0007
@@ -24,8 +24,10 @@ def upgrade() -> None:
                                            server_default=''))
     op.add_column('subscribers', sa.Column('ship_only', sa.Boolean(), nullable=False,
                                            server_default=sa.false()))
+    op.add_column('subscribers', sa.Column('segment', sa.Text(), nullable=False,
+                                           server_default='all'))
 
 
 def downgrade() -> None:
-    for column in ('ship_only', 'categories'):
+    for column in ('segment', 'ship_only', 'categories'):
         op.execute(f'ALTER TABLE subscribers DROP COLUMN {column}')
