@@ -148,7 +148,8 @@ class IssueEdition(SQLModel, table=True):
 
     Made when the issue is planned, for each distinct preference set among active readers.
     `empty` marks a segment with nothing this week: its readers are recorded `skipped`. A segment
-    whose comparisons are the whole issue shares the issue's own render."""
+    whose comparisons are the whole issue shares the issue's own render (`shared`: nothing is
+    copied, and its readers' deliveries point at the issue, as before segments)."""
 
     __tablename__ = "issue_editions"
     __table_args__ = (
@@ -161,7 +162,7 @@ class IssueEdition(SQLModel, table=True):
     segment: str = Field(default="all", sa_type=Text)  # `Preferences.key`: `developer-tools:ship`
     categories: str = Field(default="", sa_type=Text)  # the names, for people
     ship_only: bool = False
-    position: int = 0
+    shared: bool = False  # wants every comparison: its readers get the issue's own render
     empty: bool = False
     comparisons: int = 0  # how many of the issue's comparisons this edition carries
     subject: str = Field(default="", sa_type=Text)

@@ -728,7 +728,7 @@ def batch_rows(session: Session, claim: Claim):
 
     S = Subscriber.__table__.c
     result = session.connection().execute(
-        select(D.id, D.subscriber_id, S.email, S.name, S.status)
+        select(D.id, D.subscriber_id, S.email, S.name, S.status, D.edition_id)
         .join_from(_DELIVERIES, Subscriber.__table__, S.id == D.subscriber_id)
         .where(*_members(claim.issue_id, claim.batch_no, claim.first_id, claim.last_id),
                D.status == "pending")

@@ -30,8 +30,8 @@ PLANNABLE_STATES = ("ready", "sending", "paused")
 
 _PLANNABLE_SQL = ", ".join(f"'{state}'" for state in PLANNABLE_STATES)
 
-# Each reader gets their segment's edition (joined on the preferences it was made for; none made:
-# the issue's own render). Deliveries are numbered edition by edition, so every batch is a run
+# Each reader gets their segment's edition (joined on the segment it was made for; none made, or
+# one that shares the issue's render: the issue's own, `edition_id` NULL). Deliveries are numbered edition by edition, so every batch is a run
 # of one edition's readers and a provider request carries one body. Readers whose segment has
 # nothing this week are recorded `skipped` at once, in batches of their own that are done.
 _PLAN_SQL = text(f"""
@@ -40,8 +40,8 @@ INSERT INTO deliveries (issue_id, subscriber_id, edition_id, batch_no, status, a
 SELECT :issue_id, x.sid, x.eid, :base + DENSE_RANK() OVER (ORDER BY x.empty, x.pos, x.chunk) - 1,
        CASE WHEN x.empty THEN 'skipped' ELSE 'pending' END, 0,
        CASE WHEN x.empty THEN :nothing ELSE '' END, :now
-FROM (SELECT s.id AS sid, e.id AS eid, COALESCE(e.position, -1) AS pos,
-             COALESCE(e.empty, FALSE) AS empty,
+FROM (SELECT s.id AS sid, CASE WHEN e.shared THEN NULL ELSE e.id END AS eid,
+             COALESCE(e.id, 0) AS pos, COALESCE(e.empty, FALSE) AS empty,
              (ROW_NUMBER() OVER (PARTITION BY e.id ORDER BY s.id) - 1) / :size AS chunk
       FROM subscribers s
       LEFT JOIN issue_editions e ON e.issue_id = :issue_id AND e.segment = s.segment

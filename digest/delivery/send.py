@@ -36,7 +36,7 @@ from digest.database import session_scope
 from digest.errors import (DatabaseError, DigestError, PermanentProviderError,
                            TransientProviderError, UncertainProviderError, database_name,
                            database_reason)
-from digest.database.models import Issue
+from digest.database.models import Issue, IssueEdition
 from digest.edition.personalize import NAME, PREFERENCES_URL, UNSUBSCRIBE_URL, VIEW_URL, VOTE_URL
 from digest.delivery.plan import plan_deliveries
 from digest.delivery.providers.base import Letter, Outcome, Provider, Recipient
@@ -193,11 +193,13 @@ def request_may_have_arrived(exc: TransientProviderError) -> bool:
 
 # --- what a batch is made of --------------------------------------------------------------------
 
-def letter_for(issue: Issue, settings) -> Letter:
-    """The parts every recipient of the issue shares: subject, split bodies, list headers."""
+def letter_for(issue: Issue, settings, edition: IssueEdition | None = None) -> Letter:
+    """The parts every recipient of the issue (or of one segment's edition of it) shares:
+    subject, split bodies, list headers."""
     domain = urlsplit(settings.base_url).hostname or "localhost"
+    content = edition if edition is not None else issue
     return Letter.from_documents(
-        subject=issue.subject, html=issue.html, text=issue.text, from_addr=settings.from_,
+        subject=content.subject, html=content.html, text=content.text, from_addr=settings.from_,
         tag=issue.key, list_id=f"{settings.site_name} <{settings.list_id}.{domain}>",
         reply_to=settings.reply_to, unsubscribe_mailto=settings.unsubscribe_mailto)
 
@@ -358,6 +360,7 @@ class _Batch:
     claim: ledger.Claim
     rows: list[tuple[int, int, str, str | None]]  # (delivery id, subscriber id, email, name)
     skipped: list[tuple[int, str]]  # (delivery id, why): left the list since planning
+    edition_id: int | None = None  # the segment edition its readers get (None: the issue's)
     recipients: list[Recipient] | None = None  # built off the ledger's thread
     building: Future | None = None
     future: Future | None = None
@@ -393,8 +396,12 @@ class Sender:
                  rng: random.Random | None = None, sender_id: str | None = None,
                  holder_gone: Callable[[str], bool] = local_holder_gone,
                  progress: Callable[[int, int], None] | None = None,
-                 on_start: Callable[[], None] | None = None) -> None:
+                 on_start: Callable[[], None] | None = None,
+                 parts: IssueParts | None = None) -> None:
         self.engine, self.provider, self.letter, self.recipients = engine, provider, letter, recipients
+        # Segment editions: their letters and recipient factories, made on first use; and the
+        # editions a plan needs, made just before it.
+        self.parts = parts
         self.on_start = on_start  # called once we hold the issue (`--workers` starts its helpers)
         self.policy, self.clock, self.sleep = policy, clock, sleep
         self.rng = rng or random.Random()
@@ -504,6 +511,8 @@ class Sender:
             if acquired.acquired:
                 # We hold the issue now, so no other sender is live: claims left are orphaned.
                 ledger.release_orphans(session, issue_id, now=now, expired_only=False)
+                if self.parts is not None:
+                    self.parts.compose_segments(session, now=now)
                 plan_deliveries(session, issue_id, now=now, batch_size=self.batch_size)
                 counts = ledger.counts(session, issue_id)
                 retrying = self.provider.idempotent or self.policy.retry_uncertain
@@ -597,7 +606,8 @@ class Sender:
                 return None
             lost = not self._renew(session, now)
             claim = None if lost else self._claim(session, now)
-            rows, skipped = self._read_batch(session, claim, now) if claim else ([], [])
+            rows, skipped, edition_id = (self._read_batch(session, claim, now) if claim
+                                         else ([], [], None))
         if lost:
             raise LostLock("another sender took this issue over; stopped")
         if claim is None:
@@ -606,7 +616,7 @@ class Sender:
             self._in_flight.add(claim.batch_key)
         if skipped:
             self._advance(len(skipped), 0)
-        return _Batch(claim, rows, skipped)
+        return _Batch(claim, rows, skipped, edition_id)
 
     def _renew(self, session: Session, now: dt.datetime) -> bool:
         """Renew the issue lease every tenth of a lease (not every batch): a live sender never
@@ -638,7 +648,8 @@ class Sender:
         rows = ledger.batch_rows(session, claim)
         active = [tuple(row[:4]) for row in rows if row[4] == "active"]
         skipped = [(row[0], f"subscriber {row[4]}") for row in rows if row[4] != "active"]
-        return active, skipped
+        # A batch is planned from one edition's readers (plan.py), so its first row says which.
+        return active, skipped, (rows[0][5] if rows else None)
 
     def _record(self, session: Session, batch: _Batch, now: dt.datetime) -> None:
         with self._in_flight_lock:
@@ -658,7 +669,7 @@ class Sender:
 
     def _submit(self, batch: _Batch) -> None:
         if self._executor is not None:
-            batch.building = self._builder.submit(self.recipients.batch, batch.rows)
+            batch.building = self._builder.submit(self._factory(batch).batch, batch.rows)
             batch.future = self._executor.submit(self._call_in_turn, batch)
             return
         batch.future = Future()
@@ -675,12 +686,13 @@ class Sender:
             # Signed by the builder thread while the ledger thread works and this one waits on
             # the previous answer: the three overlap.
             batch.recipients = (batch.building.result() if batch.building is not None
-                                else self.recipients.batch(batch.rows))
+                                else self._factory(batch).batch(batch.rows))
             if not batch.recipients:
                 return []
             self._respect_provider_rate()
             try:
-                return self._call(batch.claim, batch.recipients, started=batch.started)
+                return self._call(batch.claim, batch.recipients, self._letter(batch),
+                                  started=batch.started)
             except (_Stop, LostLock):
                 self._stopping.set()
                 raise
@@ -755,7 +767,14 @@ class Sender:
         self._heartbeat(extra=wait)
         self._sleep_quietly(wait)
 
-    def _call(self, claim: ledger.Claim, batch: list[Recipient], *,
+    def _letter(self, batch: _Batch) -> Letter:
+        return self.letter if batch.edition_id is None else self.parts.of(batch.edition_id)[0]
+
+    def _factory(self, batch: _Batch) -> RecipientFactory:
+        return (self.recipients if batch.edition_id is None
+                else self.parts.of(batch.edition_id)[1])
+
+    def _call(self, claim: ledger.Claim, batch: list[Recipient], letter: Letter, *,
               started: threading.Event | None = None) -> list[Outcome] | None:
         """One provider call with retries. None: nothing to record (the batch was released as
         uncertain: no answer, no idempotency key; or it is no longer ours). Giving up releases
@@ -778,7 +797,7 @@ class Sender:
             if started is not None:
                 started.set()
             try:
-                outcomes = self.provider.send_batch(self.letter, batch, batch_key=claim.batch_key)
+                outcomes = self.provider.send_batch(letter, batch, batch_key=claim.batch_key)
             except PermanentProviderError as exc:
                 self._release(claim, uncertain=in_doubt, reason=f"provider refused: {exc}")
                 raise _Stop(f"the provider refused the send: {exc}") from exc
@@ -914,15 +933,48 @@ def policy_from(settings, **overrides) -> SendPolicy:
     return SendPolicy(rate_limit=settings.rate_limit, **overrides)
 
 
-def issue_parts(engine: Engine, issue_id: int, settings) -> tuple[Letter, RecipientFactory]:
-    """The issue's letter (rendered once) and the factory of its recipients, for any sender."""
+class IssueParts:
+    """An issue's letter and recipient factory, and each segment edition's, each made once on
+    first use (a send touches a handful of editions, each for many batches)."""
+
+    def __init__(self, engine: Engine, issue: Issue, settings) -> None:
+        self._engine, self._issue, self._settings = engine, issue, settings
+        self.letter = letter_for(issue, settings)
+        self._links = links_for(issue, settings)
+        self.recipients = RecipientFactory(self.letter, self._links, issue)
+        self._editions: dict[int, tuple[Letter, RecipientFactory]] = {}
+        self._lock = threading.Lock()
+
+    def of(self, edition_id: int) -> tuple[Letter, RecipientFactory]:
+        with self._lock:
+            made = self._editions.get(edition_id)
+            if made is None:
+                with Session(self._engine) as session:
+                    edition = session.get(IssueEdition, edition_id)
+                    if edition is None or edition.issue_id != self._issue.id or edition.empty:
+                        raise DigestError(f"issue {self._issue.key} has no edition {edition_id}")
+                    session.expunge(edition)
+                letter = letter_for(self._issue, self._settings, edition)
+                made = (letter, RecipientFactory(letter, self._links, self._issue))
+                self._editions[edition_id] = made
+            return made
+
+    def compose_segments(self, session: Session, *, now: dt.datetime) -> None:
+        from digest.edition.segments import compose_segments
+
+        issue = session.get(Issue, self._issue.id)
+        if issue is not None:
+            compose_segments(session, self._settings, issue, now=now)
+
+
+def issue_parts(engine: Engine, issue_id: int, settings) -> IssueParts:
+    """The issue's letters (rendered once each) and recipient factories, for any sender."""
     with Session(engine) as session:
         issue = session.get(Issue, issue_id)
         if issue is None:
             raise DigestError(f"no issue with id {issue_id}")
         session.expunge(issue)
-    letter = letter_for(issue, settings)
-    return letter, RecipientFactory(letter, links_for(issue, settings), issue)
+    return IssueParts(engine, issue, settings)
 
 
 def send_issue(engine: Engine, issue_id: int, provider: Provider, settings, *,
@@ -933,8 +985,8 @@ def send_issue(engine: Engine, issue_id: int, provider: Provider, settings, *,
                holder_gone: Callable[[str], bool] = local_holder_gone,
                on_start: Callable[[], None] | None = None) -> SendReport:
     """Plan and send one issue through `provider`; resumes whatever an earlier run left."""
-    letter, factory = issue_parts(engine, issue_id, settings)
-    sender = Sender(engine, provider, letter=letter, recipients=factory,
+    parts = issue_parts(engine, issue_id, settings)
+    sender = Sender(engine, provider, letter=parts.letter, recipients=parts.recipients, parts=parts,
                     policy=policy or policy_from(settings), clock=clock, sleep=sleep, rng=rng,
                     sender_id=sender_id, holder_gone=holder_gone, progress=progress,
                     on_start=on_start)

@@ -135,9 +135,10 @@ def join_send(engine: Engine, issue_id: int, provider: Provider, settings, *,
     if engine.dialect.name != "postgresql":
         raise DigestError(f"`digest worker` needs PostgreSQL: with {engine.dialect.name} one "
                           "`digest send` does all the sending")
-    letter, factory = issue_parts(engine, issue_id, settings)
-    worker = Worker(engine, provider, letter=letter, recipients=factory,
-                    policy=policy or policy_from(settings), progress=progress, **timing)
+    parts = issue_parts(engine, issue_id, settings)
+    worker = Worker(engine, provider, letter=parts.letter, recipients=parts.recipients,
+                    parts=parts, policy=policy or policy_from(settings), progress=progress,
+                    **timing)
     report = worker.run(issue_id)
     return WorkerResult(report, worker.joined, report.sent_now, worker.stop_reason)
 

@@ -16,12 +16,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, select
 
 from digest.database.models import Comparison, Issue, IssueEdition
 from digest.edition.compose import issue_comparisons
-from digest.edition.render import render_issue
+from digest.edition.render import RenderedIssue, render_issue
 from digest.edition.summaries import tool_stats
 from digest.edition.weeks import Edition, Window
 from digest.outcomes.votes import tallies
@@ -55,63 +56,57 @@ def select_for(comparisons: Sequence[Comparison], preferences: Preferences) -> l
 
 @dataclass(frozen=True)
 class SegmentsMade:
-    added: int  # editions made by this call
+    added: int  # segments this call made editions for (one a concurrent planner made stands)
     renders: int  # of them, how many needed a render of their own
 
 
 def compose_segments(session: Session, settings: Settings, issue: Issue, *,
                      now: dt.datetime) -> SegmentsMade:
     """Make the editions the issue's active readers need and it does not have yet (flushed; the
-    caller commits). Safe to call again: existing editions never change, so a reader planned
-    into one keeps it."""
+    caller commits). Safe to call again and from two planners at once: existing editions never
+    change (a reader planned into one keeps it), and a segment made concurrently stands."""
     if not issue.html:
         return SegmentsMade(0, 0)
     wanted = [(segment, categories or "", bool(ship_only)) for segment, categories, ship_only in
               session.execute(_NEW_SEGMENTS_SQL, {"issue_id": issue.id}).all()]
     if not wanted:
         return SegmentsMade(0, 0)
-    comparisons = issue_comparisons(session, issue)
-    all_ids = tuple(c.id for c in comparisons)
-    position = int(session.execute(text(
-        "SELECT COALESCE(MAX(position), -1) + 1 FROM issue_editions WHERE issue_id = :i"),
-        {"i": issue.id}).scalar_one())
-    renders: dict[tuple[int, ...], tuple[str, str, str, str, int]] = {}
-    rendered = 0
+    everything = all(segment == Preferences().key for segment, _, _ in wanted)
+    comparisons = [] if everything else issue_comparisons(session, issue)
+    renders: dict[tuple[int, ...], RenderedIssue] = {}
     votes = None
-    added = 0
+    rows = []
     for segment, categories, ship_only in sorted(wanted):
         preferences = Preferences(parse_categories(categories), ship_only)
-        chosen = select_for(comparisons, preferences)
+        row = dict(issue_id=issue.id, segment=segment, categories=categories,
+                   ship_only=ship_only, created_at=now, shared=False, empty=False,
+                   comparisons=0, subject="", preheader="", html="", text="", html_hash="")
+        chosen = comparisons if segment == Preferences().key else select_for(comparisons,
+                                                                              preferences)
         ids = tuple(c.id for c in chosen)
-        edition = IssueEdition(issue_id=issue.id, categories=categories, ship_only=ship_only,
-                               segment=segment, position=position, created_at=now,
-                               comparisons=len(chosen), empty=not chosen)
-        if ids == all_ids:
-            renders[ids] = (issue.subject, issue.preheader, issue.html, issue.text, len(ids))
-        if chosen and ids not in renders:
-            if votes is None:
-                votes = tallies(session, (t.id for c in comparisons for t in c.tools))
-            result = render_issue(chosen, edition=Edition.parse(issue.key),
-                                  window=Window(issue.window_start, issue.window_end,
-                                                settings.tz),
-                                  settings=settings, votes=votes)
-            renders[ids] = (result.subject, result.preheader, result.html, result.text,
-                            result.shown)
-            rendered += 1
-        if chosen:
-            edition.subject, edition.preheader, edition.html, edition.text, _ = renders[ids]
-            edition.html_hash = hashlib.sha256(edition.html.encode("utf-8")).hexdigest()
-        try:
-            with session.begin_nested():
-                session.add(edition)
-                session.flush()
-        except IntegrityError:
-            continue  # a concurrent planner made this segment's edition first; theirs stands
-        position += 1
-        added += 1
-    return SegmentsMade(added, rendered)
+        if segment == Preferences().key or len(ids) == len(comparisons):
+            row.update(shared=True, comparisons=len(comparisons))  # the issue's own render
+        elif not chosen:
+            row.update(empty=True)
+        else:
+            if ids not in renders:
+                if votes is None:
+                    votes = tallies(session, (t.id for c in comparisons for t in c.tools))
+                renders[ids] = render_issue(
+                    chosen, edition=Edition.parse(issue.key), settings=settings, votes=votes,
+                    window=Window(issue.window_start, issue.window_end, settings.tz))
+            result = renders[ids]
+            row.update(comparisons=len(chosen), subject=result.subject,
+                       preheader=result.preheader, html=result.html, text=result.text,
+                       html_hash=hashlib.sha256(result.html.encode("utf-8")).hexdigest())
+        rows.append(row)
+    # One statement; a segment another planner made meanwhile keeps theirs.
+    insert = (pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert)
+    session.execute(insert(IssueEdition.__table__).values(rows)
+                    .on_conflict_do_nothing(index_elements=["issue_id", "segment"]))
+    return SegmentsMade(len(rows), len(renders))
 
 
 def editions_of(session: Session, issue_id: int) -> list[IssueEdition]:
     return list(session.exec(select(IssueEdition).where(IssueEdition.issue_id == issue_id)
-                             .order_by(IssueEdition.position)).all())
+                             .order_by(IssueEdition.id)).all())

@@ -22,7 +22,7 @@ def upgrade() -> None:
         sa.Column('segment', sa.Text(), nullable=False),
         sa.Column('categories', sa.Text(), nullable=False),
         sa.Column('ship_only', sa.Boolean(), nullable=False),
-        sa.Column('position', sa.Integer(), nullable=False),
+        sa.Column('shared', sa.Boolean(), nullable=False),
         sa.Column('empty', sa.Boolean(), nullable=False),
         sa.Column('comparisons', sa.Integer(), nullable=False),
         sa.Column('subject', sa.Text(), nullable=False),
