@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
-from subscribers import preferences, storage
+from subscribers import lifecycle, preferences, storage
 from subscribers.links import Links
 from subscribers.models import Subscriber
 from subscribers.preferences import InvalidPreferences, Preferences, category_slug
@@ -69,13 +69,15 @@ def create_router(*, sessions: Engine | Callable[[], Session], links: Links,
 
     def reader(token: str, session: Session, *, lock: bool = False) -> Subscriber | None:
         try:
-            subscriber_id = links.signer.verify_id(token, "preferences")
+            claim = links.signer.verify(token, "preferences")
+            subscriber = lifecycle.get(session, claim.subject_id, lock=lock)
         except BadToken:
             return None
-        from subscribers import lifecycle
-
-        subscriber = lifecycle.get(session, subscriber_id, lock=lock)
-        return subscriber if subscriber is not None and subscriber.status in _EDITABLE else None
+        # The token must have been issued for the person who holds that id now.
+        if subscriber is None or not links.signer.held_by(claim, subscriber.email,
+                                                          since=subscriber.created_at):
+            return None
+        return subscriber if subscriber.status in _EDITABLE else None
 
     def choices(current: Preferences, known: Sequence[str]) -> list[tuple[str, str, bool]]:
         """(slug, name, ticked) for every category on offer, the reader's own included."""
@@ -94,7 +96,7 @@ def create_router(*, sessions: Engine | Callable[[], Session], links: Links,
                     email=subscriber.email, options=choices(current, known),
                     ship_only=current.ship_only, summary=current.describe(), saved=saved,
                     error=error, action=f"{links.base_url}/p/{token}",
-                    unsubscribe_url=f"{links.base_url}/u/{links.signer.sign('unsubscribe', subscriber.id)}")
+                    unsubscribe_url=links.unsubscribe(subscriber.id, subscriber.email))
 
     # Each handler reads the categories on offer before it opens its own session: on SQLite a
     # transaction holds the write lock, and a second one inside it would wait for itself.

@@ -962,9 +962,7 @@ class IssueParts:
     def compose_segments(self, session: Session, *, now: dt.datetime) -> None:
         from digest.edition.segments import compose_segments
 
-        issue = session.get(Issue, self._issue.id)
-        if issue is not None:
-            compose_segments(session, self._settings, issue, now=now)
+        compose_segments(session, self._settings, self._issue, now=now)
 
 
 def issue_parts(engine: Engine, issue_id: int, settings) -> IssueParts:

@@ -55,7 +55,7 @@ def stored(engine, subscriber_id: int) -> Preferences:
 
 
 def test_the_page_offers_recent_categories_and_the_unsubscribe(client, reader, links):
-    page = client.get(path(links.preferences(reader.id)))
+    page = client.get(path(links.preferences(reader.id, reader.email)))
     assert page.status_code == 200 and page.headers["cache-control"] == "no-store"
     offered = re.findall(r'<label for="cat-([a-z0-9-]+)">', page.text)
     assert offered and "retired-category" not in offered
@@ -64,7 +64,7 @@ def test_the_page_offers_recent_categories_and_the_unsubscribe(client, reader, l
 
 
 def test_save_then_reload_keeps_the_choices(client, reader, links, engine):
-    url = path(links.preferences(reader.id))
+    url = path(links.preferences(reader.id, reader.email))
     offered = re.findall(r'<label for="cat-([a-z0-9-]+)">([^<]+)</label>', client.get(url).text)
     slug, name = offered[0][0], html.unescape(offered[0][1])
     answer = client.post(url, data={"category": [slug], "ship_only": "true"})
@@ -78,12 +78,12 @@ def test_save_then_reload_keeps_the_choices(client, reader, links, engine):
 
 
 def test_unknown_categories_in_a_post_are_ignored(client, reader, links, engine):
-    client.post(path(links.preferences(reader.id)), data={"category": ["<script>", "nope"]})
+    client.post(path(links.preferences(reader.id, reader.email)), data={"category": ["<script>", "nope"]})
     assert stored(engine, reader.id) == Preferences()
 
 
 def test_stop_sending_one_category_needs_a_post(client, reader, links, engine):
-    base = path(links.preferences(reader.id))
+    base = path(links.preferences(reader.id, reader.email))
     offered = re.findall(r'<label for="cat-([a-z0-9-]+)">', client.get(base).text)
     ask = client.get(f"{base}/drop/{offered[0]}")
     assert ask.status_code == 200 and 'method="post"' in ask.text
@@ -97,10 +97,12 @@ def test_stop_sending_one_category_needs_a_post(client, reader, links, engine):
 
 def test_forged_and_foreign_tokens_change_nothing(client, reader, links, settings, engine):
     signer = Signer(settings.signing_key())
-    good = links.preferences(reader.id).rsplit("/", 1)[1]
-    for token in (good[:-2] + "xx", signer.sign("unsubscribe", reader.id),
-                  signer.sign("view", reader.id), Signer(b"another-key-0123456789abc")
-                  .sign("preferences", reader.id), "garbage"):
+    good = links.preferences(reader.id, reader.email).rsplit("/", 1)[1]
+    for token in (good[:-2] + "xx", signer.sign("unsubscribe", reader.id, reader.email),
+                  signer.sign("view", reader.id, reader.email),
+                  signer.sign("preferences", reader.id, "someone.else@example.com"),
+                  Signer(b"another-key-0123456789abc").sign("preferences", reader.id,
+                                                           reader.email), "garbage"):
         assert client.get(f"/p/{token}").status_code == 400
         assert client.post(f"/p/{token}", data={"ship_only": "true"}).status_code == 400
         assert client.post(f"/p/{token}/drop/developer-tools").status_code == 400
@@ -108,7 +110,7 @@ def test_forged_and_foreign_tokens_change_nothing(client, reader, links, setting
 
 
 def test_an_oversized_form_is_refused_before_it_is_parsed(client, reader, links, engine):
-    answer = client.post(path(links.preferences(reader.id)), content=b"category=x&" * 4000,
+    answer = client.post(path(links.preferences(reader.id, reader.email)), content=b"category=x&" * 4000,
                          headers={"content-type": "application/x-www-form-urlencoded"})
     assert answer.status_code == 413
     assert stored(engine, reader.id) == Preferences()
@@ -117,4 +119,4 @@ def test_an_oversized_form_is_refused_before_it_is_parsed(client, reader, links,
 def test_an_unsubscribed_reader_is_sent_to_the_signup_page(client, reader, links, session):
     lifecycle.unsubscribe(session, session.get(Subscriber, reader.id), at=NOW)
     session.commit()
-    assert client.get(path(links.preferences(reader.id))).status_code == 400
+    assert client.get(path(links.preferences(reader.id, reader.email))).status_code == 400

@@ -1,7 +1,7 @@
 """preferences: the categories a reader wants, whether only Ship verdicts, and their segment
 
 Revision ID: 0008
-Revises: 0005
+Revises: 0004
 Create Date: 2026-12-04 11:45:00
 """
 from alembic import op
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 
 revision = '0008'
-down_revision = '0005'
+down_revision = '0004'
 branch_labels = None
 depends_on = None
 
