@@ -1,0 +1,104 @@
+"""A send across segments, on both databases: each reader gets their segment's edition, a
+segment with nothing this week is recorded skipped with the reason, every request carries one
+edition, and running the send again mails nobody twice (the worker path shares the same parts)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+from sqlmodel import select
+
+from delivery_support import FakeClock, RecordingProvider
+from digest.database.models import Delivery
+from digest.delivery import ledger
+from digest.delivery.send import SendPolicy, send_issue
+from digest.edition.compose import compose_issue
+from factories import UTC, make_comparison, make_tool, store
+from subscribers import lifecycle, preferences
+from subscribers.preferences import Preferences
+
+MONDAY = dt.datetime(2026, 11, 17, 9, tzinfo=UTC)
+AFTER = dt.datetime(2026, 11, 24, 9, tzinfo=UTC)
+
+
+def week(session):
+    def pair(n, category, ship):
+        scores = (80, 80, 80, 80) if ship else (40, 40, 40, 40)
+        return make_comparison(
+            make_tool(f"{category[:4].lower()}-{n}a", category=category,
+                      verdict="ship" if ship else "skip", scores=scores),
+            make_tool(f"{category[:4].lower()}-{n}b", category=category, verdict="skip",
+                      scores=(40, 40, 40, 40)),
+            published_at=MONDAY + dt.timedelta(hours=n))
+    store(session, [pair(1, "Data Infrastructure", True), pair(2, "Code Review", False),
+                    pair(3, "Developer Tools", True)])
+
+
+def readers(session, n, categories=(), ship_only=False, prefix="r"):
+    made = []
+    for i in range(n):
+        subscriber = lifecycle.add(session, f"{prefix}{i}@example.com", confirmed=True, at=MONDAY)
+        preferences.store(session, subscriber, Preferences(tuple(categories), ship_only),
+                          at=MONDAY)
+        made.append(subscriber)
+    session.commit()
+    return made
+
+
+def send(engine, issue, provider, settings):
+    clock = FakeClock()
+    return send_issue(engine, issue.id, provider, settings, clock=clock, sleep=clock.sleep,
+                      rng=random.Random(3), policy=SendPolicy(in_flight=1))
+
+
+def test_each_segment_gets_its_edition_and_an_empty_one_is_skipped(engine, session, settings):
+    week(session)
+    everyone = readers(session, 7, prefix="all")
+    data = readers(session, 4, ["Data Infrastructure"], prefix="data")
+    review = readers(session, 3, ["Code Review"], True, prefix="review")  # nothing ships there
+    issue = compose_issue(session, settings, "2026-W47", now=AFTER)
+    session.commit()
+    provider = RecordingProvider(batch_limit=3)
+    report = send(engine, issue, provider, settings)
+    assert report.complete
+    counts = ledger.counts(session, issue.id)
+    assert counts["sent"] == 11 and counts["skipped"] == 3
+    session.commit()
+    skipped = session.exec(select(Delivery).where(Delivery.status == "skipped")).all()
+    assert {d.subscriber_id for d in skipped} == {r.id for r in review}
+    assert {d.reason for d in skipped} == {"nothing in your categories this week"}
+    got = {}
+    for call, letter in zip(provider.calls, provider.letters):
+        html = letter.html.fill({t: "" for t in letter.html.tokens})
+        for address in call.emails:
+            assert address not in got, "mailed twice"
+            got[address] = html
+    assert set(got) == {r.email for r in everyone + data}
+    for reader in data:
+        assert "DATA-1A" in got[reader.email].upper() and "CODE-2A" not in got[reader.email].upper()
+    for reader in everyone:
+        assert "CODE-2A" in got[reader.email].upper()
+    # One edition per request: no batch mixes readers of two segments (prefixes all/dat/rev).
+    for call in provider.calls:
+        assert len({address[:3] for address in call.emails}) == 1, call.emails
+
+
+def test_sending_again_mails_nobody_twice(engine, session, settings):
+    week(session)
+    readers(session, 5, prefix="all")
+    readers(session, 5, ["Developer Tools"], prefix="dev")
+    readers(session, 2, ["Code Review"], True, prefix="review")
+    issue = compose_issue(session, settings, "2026-W47", now=AFTER)
+    session.commit()
+    first = RecordingProvider(batch_limit=4)
+    send(engine, issue, first, settings)
+    late = readers(session, 1, ["Developer Tools"], prefix="late")
+    second = RecordingProvider(batch_limit=4)
+    report = send(engine, issue, second, settings)
+    sent_first = [a for c in first.calls for a in c.emails]
+    sent_second = [a for c in second.calls for a in c.emails]
+    assert len(sent_first) == len(set(sent_first)) == 10
+    # The issue was finished, so nobody else is mailed, not even the reader who joined after.
+    assert sent_second == [] and report.complete
+    assert late[0].email not in sent_first
