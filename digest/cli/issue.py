@@ -25,11 +25,15 @@ def register(app: typer.Typer) -> None:
         serve: bool = typer.Option(False, "--serve",
                                    help="run a local preview site (desktop, phone, text)"),
         port: int = typer.Option(8010, "--port", min=1, max=65535, help="port for --serve"),
+        segment: Optional[str] = typer.Option(
+            None, "--segment", metavar="CATEGORIES[,ship-only]",
+            help='one segment\'s edition, e.g. "Developer Tools,Code Review,ship-only"'),
     ) -> None:
         """Show an issue as a sample subscriber gets it; never composes or sends anything."""
         from digest.edition.preview import build_preview, default_week
         from digest.web.preview import serve as serve_site
         from digest.edition.weeks import Edition
+        from subscribers.preferences import Preferences
 
         conf = settings()
         if serve:
@@ -41,7 +45,8 @@ def register(app: typer.Typer) -> None:
         now = utcnow()
         with Session(engine()) as session:
             key = Edition.parse(week).key if week else default_week(session, conf, now).key
-            result = build_preview(session, conf, key, now=now)
+            wanted = Preferences.parse(segment) if segment else None
+            result = build_preview(session, conf, key, now=now, segment=wanted)
             from digest.preflight.content import LINK_FIX, unlinked, week_comparisons
 
             missing = unlinked(week_comparisons(session, conf, key))
@@ -54,7 +59,8 @@ def register(app: typer.Typer) -> None:
         state = f"composed, {result.issue.status}" if result.stored else "draft, not composed yet"
         size = f"HTML {result.measured_bytes:,} of {BUDGET_BYTES:,} bytes"
         where = f" -> {out}" if out else ""
-        err_console.print(f"{key} ({state}): {result.issue.subject!r} · {size}{where}",
+        who = f" for {wanted.describe()}" if segment else ""
+        err_console.print(f"{key}{who} ({state}): {result.issue.subject!r} · {size}{where}",
                           highlight=False, markup=False)
         if missing:
             err_console.print(f"warning: {len(missing)} comparison(s) have no link on their "

@@ -267,6 +267,12 @@ def _dry_run(key: str, fmt: OutputFormat) -> None:
         counts = ledger.counts(session, issue.id) if composed else ledger.Counts({}, {})
         to_plan = (count_unplanned(session, issue.id if composed else None)
                    if status in PLANNABLE_STATES else 0)
+        lines = []
+        if status in PLANNABLE_STATES and issue.html:
+            from digest.edition.segments import compose_segments, segment_lines
+
+            compose_segments(session, conf, issue, now=utcnow())
+            lines = segment_lines(session, issue)
         session.rollback()  # nothing of the above is kept
     with build_provider(conf) as provider:
         limit = provider.batch_limit
@@ -275,7 +281,8 @@ def _dry_run(key: str, fmt: OutputFormat) -> None:
             "reason": reason, "provider": conf.provider, "would_plan": to_plan,
             "would_send": to_send, "batches": math.ceil(to_send / limit) if to_send else 0,
             "batch_limit": limit, **{s: counts[s] for s in
-                                     ("sent", "failed", "skipped", "uncertain", "pending")}}
+                                     ("sent", "failed", "skipped", "uncertain", "pending")},
+            "segments": [line.as_dict() for line in lines]}
     if fmt is OutputFormat.json:
         sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
         return
@@ -284,6 +291,15 @@ def _dry_run(key: str, fmt: OutputFormat) -> None:
                   f"{conf.provider}; already sent {counts['sent']:,}, failed {counts['failed']:,}, "
                   f"uncertain {counts['uncertain']:,}. Dry run: nothing was sent or written.",
                   highlight=False, markup=False, soft_wrap=True)
+    if lines:
+        table = Table(title="Segments (one render each; readers' preferences)")
+        for column in ("segment", "readers", "comparisons", "HTML bytes"):
+            table.add_column(column, justify="left" if column == "segment" else "right")
+        for line in lines:
+            table.add_row(line.segment, f"{line.readers:,}",
+                          "nothing: skipped" if line.empty else f"{line.comparisons}",
+                          "" if line.empty else f"{line.html_bytes:,}")
+        console.print(table)
 
 
 # --- digest status --------------------------------------------------------------------------------

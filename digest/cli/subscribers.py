@@ -19,7 +19,7 @@ from digest.errors import ContentImportError, DigestError
 subscribers_app = typer.Typer(help="Manage the audience: add, import, export, list, remove.",
                               no_args_is_help=True)
 
-LIST_COLUMNS = ["email", "name", "status", "source", "created_at"]
+LIST_COLUMNS = ["email", "name", "status", "categories", "ship_only", "source", "created_at"]
 
 
 class ExportFormat(str, enum.Enum):

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from sqlmodel import Session
 
-from digest.edition.compose import draft_issue, load_issue, personalize
+from digest.edition.compose import draft_issue, issue_comparisons, load_issue, personalize
+from digest.edition.segments import segment_issue
 from digest.errors import ConfigurationError, DigestError
 from digest.database.models import Issue
 from digest.edition.personalize import NAME, PREFERENCES_URL, UNSUBSCRIBE_URL, VIEW_URL, VOTE_URL
@@ -20,6 +21,7 @@ from digest.edition.render import measured_size
 from digest.edition.select import editions_with_content
 from digest.settings import Settings
 from digest.edition.weeks import Edition
+from subscribers.preferences import Preferences
 from subscribers.tokens import Signer
 
 SAMPLE_NAME = "Sam Sample"
@@ -72,17 +74,27 @@ def default_week(session: Session, settings: Settings, now: dt.datetime) -> Edit
     return earlier[-1] if earlier else weeks[0]
 
 
-def build_preview(session: Session, settings: Settings, key: str, *, now: dt.datetime) -> Preview:
+def build_preview(session: Session, settings: Settings, key: str, *, now: dt.datetime,
+                  segment: Preferences | None = None) -> Preview:
+    """The edition as a sample reader gets it; with `segment`, as that segment's readers do."""
     edition = Edition.parse(key)
     issue = load_issue(session, edition.key)
     stored = issue is not None
     if issue is None:
-        issue, _ = draft_issue(session, settings, edition.key, now=now)
+        issue, comparisons = draft_issue(session, settings, edition.key, now=now)
+    else:
+        comparisons = issue_comparisons(session, issue)
     if not issue.html:
         weeks = ", ".join(w.key for w in editions_with_content(session, settings.tz)[-8:])
         why = issue.status_reason or f"issue {edition.key} is {issue.status}"
         raise NothingToPreview(f"nothing to preview for {edition.key}: {why}"
                                + (f" (weeks with content: {weeks})" if weeks else
                                   " (no comparisons imported yet: try `digest import`)"))
+    if segment is not None:
+        shown = segment_issue(session, settings, issue, comparisons, segment)
+        if shown is None:
+            raise NothingToPreview(f"nothing for the segment {segment.describe()!r} in "
+                                   f"{edition.key}: its readers get no issue this week")
+        stored, issue = stored and shown is issue, shown
     html, text = personalize(issue, sample_values(settings, edition.key))
     return Preview(issue, stored, html, text)

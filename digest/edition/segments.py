@@ -110,3 +110,55 @@ def compose_segments(session: Session, settings: Settings, issue: Issue, *,
 def editions_of(session: Session, issue_id: int) -> list[IssueEdition]:
     return list(session.exec(select(IssueEdition).where(IssueEdition.issue_id == issue_id)
                              .order_by(IssueEdition.id)).all())
+
+
+def segment_issue(session: Session, settings: Settings, issue: Issue,
+                  comparisons: Sequence[Comparison], preferences: Preferences) -> Issue | None:
+    """What one segment's readers get of `issue`, as an unsaved issue (for the preview), or
+    None when the segment has nothing in it."""
+    chosen = select_for(comparisons, preferences)
+    if not chosen:
+        return None
+    if preferences.key == Preferences().key or len(chosen) == len(comparisons):
+        return issue
+    result = render_issue(chosen, edition=Edition.parse(issue.key), settings=settings,
+                          votes=tallies(session, (t.id for c in chosen for t in c.tools)),
+                          window=Window(issue.window_start, issue.window_end, settings.tz))
+    return Issue(key=issue.key, status=issue.status, status_reason=issue.status_reason,
+                 window_start=issue.window_start, window_end=issue.window_end,
+                 subject=result.subject, preheader=result.preheader, html=result.html,
+                 text=result.text, created_at=issue.created_at)
+
+
+@dataclass(frozen=True)
+class SegmentLine:
+    segment: str
+    categories: str
+    ship_only: bool
+    readers: int
+    comparisons: int
+    empty: bool
+    html_bytes: int
+
+    def as_dict(self) -> dict[str, object]:
+        return {"segment": self.segment, "categories": self.categories,
+                "ship_only": self.ship_only, "readers": self.readers,
+                "comparisons": self.comparisons, "empty": self.empty,
+                "html_bytes": self.html_bytes}
+
+
+_SEGMENT_READERS_SQL = text("""
+SELECT e.id, COUNT(s.id) FROM issue_editions e
+JOIN subscribers s ON s.segment = e.segment AND s.status = 'active'
+WHERE e.issue_id = :issue_id
+GROUP BY e.id
+""")
+
+
+def segment_lines(session: Session, issue: Issue) -> list[SegmentLine]:
+    """Each edition of the issue with its active readers and its size (for `send --dry-run`)."""
+    readers = dict(session.execute(_SEGMENT_READERS_SQL, {"issue_id": issue.id}).all())
+    return [SegmentLine(e.segment, e.categories, e.ship_only, int(readers.get(e.id, 0)),
+                        e.comparisons, e.empty,
+                        len((issue.html if e.shared else e.html).encode("utf-8")))
+            for e in editions_of(session, issue.id)]
