@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from urllib.parse import quote
 
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse
 from jinja2 import Environment
 from sqlalchemy.engine import Engine
+from sqlalchemy import text
 from sqlmodel import Session
 
 from digest.database import utcnow
@@ -19,6 +21,7 @@ from digest.edition.select import editions_with_content
 from digest.edition.weeks import Edition
 from digest.errors import DigestError
 from digest.settings import Settings
+from subscribers.preferences import Preferences, parse_categories
 
 _PAGE = Environment(autoescape=True).from_string("""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Preview {{ key }} · {{ site_name }}</title>
@@ -66,10 +69,13 @@ _PAGE = Environment(autoescape=True).from_string("""<!doctype html>
  <form action="{{ root }}/go" method="get"><label>Week
   <select name="week">
   {% for w in weeks %}<option value="{{ w }}"{% if w == key %} selected{% endif %}>{{ w }}</option>{% endfor %}
+  </select></label> <label>Readers
+  <select name="segment">
+  {% for value, label in segments %}<option value="{{ value }}"{% if value == segment %} selected{% endif %}>{{ label }}</option>{% endfor %}
   </select></label> <button type="submit">Show</button></form>
  {% if prev or next %}<nav aria-label="Neighbouring weeks">
- {% if prev %}<a href="{{ root }}/week/{{ prev }}">&larr; {{ prev }}</a>{% endif %}
- {% if next %}<a href="{{ root }}/week/{{ next }}">{{ next }} &rarr;</a>{% endif %}</nav>{% endif %}
+ {% if prev %}<a href="{{ root }}/week/{{ prev }}{{ query }}">&larr; {{ prev }}</a>{% endif %}
+ {% if next %}<a href="{{ root }}/week/{{ next }}{{ query }}">{{ next }} &rarr;</a>{% endif %}</nav>{% endif %}
 </header>
 <main>
 {% if error %}<p class="tag warn">{{ error }}</p>{% else %}
@@ -87,14 +93,37 @@ _PAGE = Environment(autoescape=True).from_string("""<!doctype html>
 </dl>
 <div class="frames">
  <figure><figcaption>Desktop · 800 px</figcaption>
-  <iframe title="Desktop rendering" src="{{ root }}/week/{{ key }}/email.html" width="800" sandbox="allow-popups"></iframe></figure>
+  <iframe title="Desktop rendering" src="{{ root }}/week/{{ key }}/email.html{{ query }}" width="800" sandbox="allow-popups"></iframe></figure>
  <figure><figcaption>Phone · 375 px</figcaption>
-  <iframe title="Phone rendering" src="{{ root }}/week/{{ key }}/email.html" width="375" sandbox="allow-popups"></iframe></figure>
+  <iframe title="Phone rendering" src="{{ root }}/week/{{ key }}/email.html{{ query }}" width="375" sandbox="allow-popups"></iframe></figure>
  <figure><figcaption>Plain text</figcaption><pre>{{ text }}</pre></figure>
 </div>
 {% endif %}
 </main></body></html>
 """)
+
+
+_SEGMENTS_SQL = text("""
+SELECT segment, MIN(categories), MAX(CASE WHEN ship_only THEN 1 ELSE 0 END), COUNT(*)
+FROM subscribers WHERE status = 'active' GROUP BY segment ORDER BY COUNT(*) DESC, segment
+""")
+
+
+def reader_segments(session: Session) -> list[tuple[str, str]]:
+    """(value, label) for the segment picker: everyone, then each segment active readers form,
+    largest first. The value is the `--segment` form the preview reads back."""
+    options = [("", "Everyone (the whole issue)")]
+    for key, categories, ship_only, readers in session.execute(_SEGMENTS_SQL):
+        prefs = Preferences(parse_categories(categories or ""), bool(ship_only))
+        if key == Preferences().key:
+            continue
+        value = ",".join([*prefs.categories, *(["ship-only"] if prefs.ship_only else [])])
+        options.append((value, f"{prefs.describe()} · {readers:,} reader(s)"))
+    return options
+
+
+def _query(segment: str) -> str:
+    return f"?segment={quote(segment)}" if segment else ""
 
 
 def create_app(engine: Engine, settings: Settings, *,
@@ -105,10 +134,11 @@ def create_app(engine: Engine, settings: Settings, *,
     app = FastAPI(title=f"{settings.site_name} preview", docs_url=None, redoc_url=None,
                   openapi_url=None)
 
-    def _preview(key: str) -> Preview:
+    def _preview(key: str, segment: str = "") -> Preview:
         try:
+            wanted = Preferences.parse(segment) if segment else None
             with Session(engine) as session:
-                return build_preview(session, settings, key, now=clock())
+                return build_preview(session, settings, key, now=clock(), segment=wanted)
         except NothingToPreview as exc:
             raise HTTPException(404, str(exc)) from None
         except DigestError as exc:
@@ -121,26 +151,31 @@ def create_app(engine: Engine, settings: Settings, *,
         return RedirectResponse(f"{root}/week/{week.key}", status_code=303)
 
     @app.get("/go")
-    def go(week: str) -> RedirectResponse:
+    def go(week: str, segment: str = "") -> RedirectResponse:
         try:
-            return RedirectResponse(f"{root}/week/{Edition.parse(week).key}", status_code=303)
+            return RedirectResponse(f"{root}/week/{Edition.parse(week).key}{_query(segment)}",
+                                    status_code=303)
         except DigestError as exc:
             raise HTTPException(400, str(exc)) from None
 
     @app.get("/week/{key}", response_class=HTMLResponse)
-    def week_page(key: str) -> HTMLResponse:
+    def week_page(key: str, segment: str = "") -> HTMLResponse:
         try:
             edition = Edition.parse(key)
         except DigestError as exc:
             raise HTTPException(400, str(exc)) from None
         with Session(engine) as session:
             weeks = [w.key for w in editions_with_content(session, settings.tz)]
+            segments = reader_segments(session)
         if edition.key not in weeks:
             weeks = sorted([*weeks, edition.key])
+        if segment and segment not in dict(segments):
+            segments.append((segment, segment))
         context = dict(site_name=settings.site_name, key=edition.key, weeks=weeks, root=root,
-                       prev=edition.shift(-1).key, next=edition.shift(1).key, error=None)
+                       prev=edition.shift(-1).key, next=edition.shift(1).key, error=None,
+                       segments=segments, segment=segment, query=_query(segment))
         try:
-            preview = _preview(edition.key)
+            preview = _preview(edition.key, segment)
         except HTTPException as exc:
             return HTMLResponse(_PAGE.render(context, error=exc.detail),
                                 status_code=exc.status_code)
@@ -154,12 +189,12 @@ def create_app(engine: Engine, settings: Settings, *,
             sample_name=SAMPLE_NAME, text=preview.text))
 
     @app.get("/week/{key}/email.html", response_class=HTMLResponse)
-    def email_html(key: str) -> HTMLResponse:
-        return HTMLResponse(_preview(key).html)
+    def email_html(key: str, segment: str = "") -> HTMLResponse:
+        return HTMLResponse(_preview(key, segment).html)
 
     @app.get("/week/{key}/email.txt", response_class=PlainTextResponse)
-    def email_text(key: str) -> PlainTextResponse:
-        return PlainTextResponse(_preview(key).text)
+    def email_text(key: str, segment: str = "") -> PlainTextResponse:
+        return PlainTextResponse(_preview(key, segment).text)
 
     return app
 

@@ -72,3 +72,23 @@ def test_subscribers_list_shows_preferences(cli, seeded):
     rows = {r["email"]: r for r in json.loads(result.stdout)}
     assert rows["r3@example.com"]["categories"] == "Code Review"
     assert rows["r3@example.com"]["ship_only"] is True
+
+
+def test_the_preview_page_picks_a_segment(seeded, env):
+    from fastapi.testclient import TestClient
+
+    from digest.cli import common
+    from digest.web.preview import create_app
+
+    app = create_app(seeded, common.settings(), clock=lambda: MONDAY + dt.timedelta(days=8))
+    with TestClient(app) as client:
+        page = client.get("/week/2026-W47")
+        assert '<select name="segment">' in page.text
+        assert "Data Infrastructure · 1 reader(s)" in page.text
+        assert "Code Review (ship verdicts only) · 1 reader(s)" in page.text
+        data = client.get("/week/2026-W47/email.html", params={"segment": "Data Infrastructure"})
+        assert "Dataflow" in data.text and "Linty" not in data.text
+        chosen = client.get("/week/2026-W47", params={"segment": "Data Infrastructure"})
+        assert "email.html?segment=Data%20Infrastructure" in chosen.text
+        empty = client.get("/week/2026-W47", params={"segment": "Code Review,ship-only"})
+        assert empty.status_code == 404 and "nothing for the segment" in empty.text
