@@ -210,7 +210,17 @@ def test_every_web_page_passes_the_audit(browser, site, artifacts_dir, scheme):
         assert page.goto(links.confirm(pending.id, pending.email)).status == 200
         check("confirm")
 
-        assert page.goto(links.view(EDITION.key, reader.id, reader.email)).status == 200  # "view in browser"
+        prefs = links.preferences(reader.id, reader.email)
+        assert page.goto(prefs).status == 200
+        check("preferences")
+        page.click("button[type=submit]")
+        page.wait_for_load_state("load")
+        check("preferences-saved")
+        assert page.goto(f"{prefs}/drop/developer-tools").status == 200
+        check("drop-category")
+
+        # "view in browser"
+        assert page.goto(links.view(EDITION.key, reader.id, reader.email)).status == 200
         _fits(page, 375)
         assert_accessible(page, f"issue in the browser, {scheme}")
 
