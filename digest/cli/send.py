@@ -26,6 +26,7 @@ import sys
 from typing import Optional
 
 import typer
+from rich.table import Table
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from sqlmodel import Session, select
 
