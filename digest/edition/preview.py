@@ -52,6 +52,7 @@ class Preview:
     stored: bool  # True: the composed, frozen row; False: a draft made for this preview
     html: str  # filled in for the sample subscriber
     text: str
+    base_url: str | None = None  # what the issue's links start with
 
     @property
     def html_bytes(self) -> int:
@@ -61,7 +62,7 @@ class Preview:
     def measured_bytes(self) -> int:
         """The unfilled HTML with every placeholder at its longest allowed value: what the
         renderer keeps under the budget."""
-        return measured_size(self.issue.html)
+        return measured_size(self.issue.html, self.base_url)
 
 
 def default_week(session: Session, settings: Settings, now: dt.datetime) -> Edition:
@@ -97,4 +98,4 @@ def build_preview(session: Session, settings: Settings, key: str, *, now: dt.dat
                                    f"{edition.key}: its readers get no issue this week")
         stored, issue = stored and shown is issue, shown
     html, text = personalize(issue, sample_values(settings, edition.key))
-    return Preview(issue, stored, html, text)
+    return Preview(issue, stored, html, text, settings.base_url)

@@ -39,6 +39,17 @@ BUDGET_BYTES = 102_400
 # Room kept for what each token becomes per subscriber (a signed URL, an escaped name).
 TOKEN_ALLOWANCE = {UNSUBSCRIBE_URL: 400, VIEW_URL: 400, VOTE_URL: 160, PREFERENCES_URL: 160,
                    NAME: 200}
+# The reader's vote and preference links recur per tool and per category; each is the base URL
+# and a path with a token at most this long (`/vote/` + `<id>-<issue>.<tag>.<time>.<MAC>`), so
+# with the base URL known their allowance is exact and a short base URL leaves room for cards.
+LINK_TOKEN_MAX = 75
+
+
+def token_allowance(base_url: str | None = None) -> dict[str, int]:
+    if base_url is None:
+        return TOKEN_ALLOWANCE
+    per_link = len(base_url.encode("utf-8")) + LINK_TOKEN_MAX
+    return {**TOKEN_ALLOWANCE, VOTE_URL: per_link, PREFERENCES_URL: per_link}
 
 # More cards than fit in the budget (about 6.5 KB each): where the search for the cut starts.
 FIRST_PROBE = 16
@@ -304,11 +315,13 @@ def mjml_to_email(mjml_source: str, *, inline_css: str) -> str:
     return minify_email_html(out)
 
 
-def measured_size(document: str) -> int:
-    """Bytes of the HTML once every token is replaced by the longest value allowed for it."""
+def measured_size(document: str, base_url: str | None = None) -> int:
+    """Bytes of the HTML once every token is replaced by the longest value allowed for it
+    (links under `base_url` at their exact longest, when it is given)."""
+    allowance = token_allowance(base_url)
     size = len(document.encode("utf-8"))
     for token in TOKENS:
-        size += document.count(token) * (TOKEN_ALLOWANCE[token] - len(token))
+        size += document.count(token) * (allowance[token] - len(token))
     return size
 
 
@@ -320,6 +333,7 @@ class RenderedIssue:
     text: str
     shown: int  # comparisons shown in full
     total: int
+    base_url: str | None = None  # what its links start with
 
     @property
     def listed(self) -> int:
@@ -331,7 +345,7 @@ class RenderedIssue:
 
     @property
     def measured_bytes(self) -> int:
-        return measured_size(self.html)
+        return measured_size(self.html, self.base_url)
 
 
 @dataclass(frozen=True)
@@ -456,8 +470,8 @@ def render_issue(comparisons: Sequence[Comparison], *, edition: Edition, window:
 
     def size_of(shown: int) -> int:
         cache[shown] = _render_html(frame, shown)
-        return measured_size(cache[shown])
+        return measured_size(cache[shown], settings.base_url)
 
     shown = largest_fitting(len(comparisons), size_of, budget)
     return RenderedIssue(subject, preheader, cache[shown], _render_text(frame, shown), shown,
-                         len(comparisons))
+                         len(comparisons), settings.base_url)

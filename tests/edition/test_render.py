@@ -281,3 +281,21 @@ def test_measured_size_counts_placeholders_at_their_longest():
 def test_nothing_to_render_is_an_error(conf):
     with pytest.raises(RenderError, match="no comparisons"):
         render([], conf)
+
+
+def test_reader_link_allowance_covers_the_longest_real_link():
+    """Vote and preference links are allowed the base URL plus LINK_TOKEN_MAX: the longest
+    links the signer can make (ids at their largest) must fit, for any base URL."""
+    from digest.edition.personalize import PREFERENCES_URL, VOTE_URL
+    from digest.edition.render import token_allowance
+    from subscribers.links import Links
+    from subscribers.tokens import Signer
+
+    for base in ("https://a.example", "https://newsletter.example.com/" + "deep/" * 10):
+        links = Links(base, Signer(b"k" * 32, clock=lambda: 2**32 - 1))
+        allowance = token_allowance(base)
+        vote = links.vote(2**31 - 1, 2**31 - 1, "someone.with.a.long.address@example.com")
+        prefs = links.preferences(2**31 - 1, "someone.with.a.long.address@example.com")
+        assert len(vote) <= allowance[VOTE_URL] and len(prefs) <= allowance[PREFERENCES_URL]
+    document = f'<a href="{VOTE_URL}/tool/ship">'
+    assert measured_size(document, "https://a.example") < measured_size(document)
