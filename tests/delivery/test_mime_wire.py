@@ -14,7 +14,8 @@ from digest.delivery.mime import MAX_LINE, MessageTemplate
 from digest.delivery.providers.base import Letter, Recipient
 from digest.delivery.providers.outbox import build_mime
 from digest.edition import render
-from digest.edition.personalize import NAME, UNSUBSCRIBE_URL, VIEW_URL, VOTE_URL
+from digest.edition.personalize import (NAME, PREFERENCES_URL, UNSUBSCRIBE_URL, VIEW_URL,
+                                        VOTE_URL)
 from digest.edition.weeks import Edition
 from factories import sample_comparisons
 
@@ -37,7 +38,9 @@ def _reader(i: int) -> Recipient:
     return Recipient(f"reader{i}@example.com",
                      {UNSUBSCRIBE_URL: f"https://digest.example.com/u/{token}",
                       VIEW_URL: f"https://digest.example.com/issues/2026-W47?t={token}",
-                      VOTE_URL: f"https://digest.example.com/vote/{token}", NAME: f"Reader {i}"},
+                      VOTE_URL: f"https://digest.example.com/vote/{token}",
+                      PREFERENCES_URL: f"https://digest.example.com/p/{token}",
+                      NAME: f"Reader {i}"},
                      f"Reader {i}", i, f"digest.2026-W47.{i}.abcd1234")
 
 
