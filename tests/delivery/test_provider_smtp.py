@@ -40,6 +40,7 @@ class Sink:
         self.hang_up_on = hang_up_on
         self.then_shut_down = then_shut_down  # after hanging up, the server goes away
         self.controller = None
+        self.stopper: threading.Thread | None = None  # the shutdown a hang-up started
         self.pipelining = pipelining
         self.messages: list[dict] = []
         self.peers: list[tuple] = []
@@ -75,7 +76,8 @@ class Sink:
         if envelope.rcpt_tos == [self.hang_up_on]:
             server.transport.close()  # the message arrived; the answer never will
             if self.then_shut_down:
-                threading.Thread(target=self.controller.stop).start()
+                self.stopper = threading.Thread(target=self.controller.stop)
+                self.stopper.start()
             return "250 too late"
         if self.hold and len(self.messages) < self.hold:
             if self._all_here is None:
@@ -109,6 +111,10 @@ def smtp_server(request):
 
     yield start
     for controller in servers:
+        stopper = getattr(controller.handler, "stopper", None)
+        if stopper is not None:  # the server shut itself down: wait for that, then it is gone
+            stopper.join(timeout=10)
+            continue
         try:
             controller.stop()
         except AssertionError:  # a test that shut its server down already
