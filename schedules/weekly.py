@@ -242,6 +242,20 @@ def _as_found(found: _Stored | None, firing: Firing, now: dt.datetime, *,
                        f"{key}` resumes it")
 
 
+def _insert_week(session, firing: Firing, status: str, reason: str, now: dt.datetime) -> bool:
+    """A new issue row for the week with `status` and no content; False when a concurrent
+    firing inserted the week first (the unique key decides)."""
+    try:
+        with session.begin_nested():
+            session.add(Issue(key=firing.key, status=status, status_reason=reason,
+                              window_start=firing.window.start, window_end=firing.window.end,
+                              created_at=now))
+            session.flush()
+    except IntegrityError:
+        return False
+    return True
+
+
 def _record_missed(engine: Engine, firing: Firing, now: dt.datetime) -> bool:
     """Record the week as `missed`: a new row, or a composed issue that never started sending.
     True when this call wrote it (a concurrent firing may have won the unique key first)."""
@@ -250,15 +264,7 @@ def _record_missed(engine: Engine, firing: Firing, now: dt.datetime) -> bool:
     with session_scope(engine) as session:
         issue = load_issue(session, firing.key)
         if issue is None:
-            try:
-                with session.begin_nested():
-                    session.add(Issue(key=firing.key, status="missed", status_reason=reason,
-                                      window_start=firing.window.start,
-                                      window_end=firing.window.end, created_at=now))
-                    session.flush()
-            except IntegrityError:
-                return False
-            return True
+            return _insert_week(session, firing, "missed", reason, now)
         if issue.status not in ("ready", "blocked") or issue.send_started_at is not None:
             return False
         if issue.status == "blocked":
@@ -279,15 +285,7 @@ def _record_blocked(engine: Engine, firing: Firing, now: dt.datetime, reason: st
     with session_scope(engine) as session:
         issue = load_issue(session, firing.key)
         if issue is None:
-            try:
-                with session.begin_nested():
-                    session.add(Issue(key=firing.key, status="blocked", status_reason=reason,
-                                      window_start=firing.window.start,
-                                      window_end=firing.window.end, created_at=now))
-                    session.flush()
-            except IntegrityError:
-                return False
-            return True
+            return _insert_week(session, firing, "blocked", reason, now)
         result = session.execute(
             update(table).where(table.c.id == issue.id,
                                 table.c.status.in_(("ready", "blocked")),

@@ -25,18 +25,12 @@ from subscribers import lifecycle, preferences, storage
 from subscribers.links import Links
 from subscribers.models import Subscriber
 from subscribers.preferences import InvalidPreferences, Preferences, category_slug
+from subscribers.routes import PAGE_CSP, PRIVATE_HEADERS
 from subscribers.tokens import BadToken
 
 KnownCategories = Callable[[], Sequence[str]]
 MAX_FORM_BYTES = 16 * 1024
-_HEADERS = {
-    "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
-    "X-Robots-Tag": "noindex",
-    "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-                               "form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
-}
+_HEADERS = dict(PRIVATE_HEADERS, **{"Content-Security-Policy": PAGE_CSP})
 # Who may change their preferences: a reader still on the list (a bounced or complained
 # address gets nothing anyway, and an unsubscribed one resubscribes through the signup form).
 _EDITABLE = ("active", "pending")

@@ -53,13 +53,14 @@ def socket_peer(request: Request) -> str:
     """The default client key: the address the connection came from."""
     return request.client.host if request.client else "unknown"
 
-_PRIVATE_HEADERS = {
+# A page about one reader: never cached, never indexed, no referrer with its token leaves.
+PRIVATE_HEADERS = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
     "X-Robots-Tag": "noindex",
     "X-Content-Type-Options": "nosniff",
 }
-_PAGE_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+PAGE_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
              "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 # The web copy of an issue is the email's own HTML: its images may come from anywhere, but no
 # script may run and nothing may frame it.
@@ -186,7 +187,7 @@ def create_router(*, sessions: Engine | Callable[[], Session], links: Links,
 
     def page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
         body = env.get_template(template).render(**context)
-        headers = dict(_PRIVATE_HEADERS, **{"Content-Security-Policy": _PAGE_CSP})
+        headers = dict(PRIVATE_HEADERS, **{"Content-Security-Policy": PAGE_CSP})
         return HTMLResponse(body, status_code=status, headers=headers)
 
     def message(title: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -273,14 +274,14 @@ def create_router(*, sessions: Engine | Callable[[], Session], links: Links,
         text = ("Almost done: if this address can receive our mail, a confirmation link is on "
                 "its way. Open it to start your subscription.")
         if as_json:
-            return JSONResponse({"ok": True, "message": text}, headers=_PRIVATE_HEADERS)
+            return JSONResponse({"ok": True, "message": text}, headers=PRIVATE_HEADERS)
         return message("Check your inbox", paragraphs=[
             text, "Nothing arrived within a few minutes? Look in the spam folder, or sign up "
                   "again."])
 
     def refused(as_json: bool, status: int, error: str, fields: dict[str, str] | None = None,
                 retry_after: float | None = None) -> Response:
-        headers = dict(_PRIVATE_HEADERS)
+        headers = dict(PRIVATE_HEADERS)
         if retry_after is not None:
             headers["Retry-After"] = str(int(retry_after + 0.999))
         if as_json:
@@ -407,7 +408,7 @@ def create_router(*, sessions: Engine | Callable[[], Session], links: Links,
         if html is None:
             return message("Issue not found", 404, paragraphs=[
                 "There is no issue under this address, or it is not available any more."])
-        headers = dict(_PRIVATE_HEADERS, **{"Content-Security-Policy": _ISSUE_CSP})
+        headers = dict(PRIVATE_HEADERS, **{"Content-Security-Policy": _ISSUE_CSP})
         return HTMLResponse(html, headers=headers)
 
     return router

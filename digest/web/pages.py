@@ -14,15 +14,8 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from digest.edition.render import templates_root
 from digest.settings import Settings
+from subscribers.routes import PAGE_CSP, PRIVATE_HEADERS  # one policy for every page
 
-PRIVATE_HEADERS = {
-    "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
-    "X-Robots-Tag": "noindex",
-    "X-Content-Type-Options": "nosniff",
-}
-PAGE_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
-            "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 # Public pages: the same for every visitor, so a CDN may keep them for a few minutes.
 PUBLIC_CACHE = "public, max-age=300"
 
