@@ -20,6 +20,9 @@ from digest.errors import ConfigurationError
 PROVIDERS = ("outbox", "smtp", "postmark", "sendgrid", "mailgun", "resend")
 # When a week's issue that has not started sending is given up as `missed` (schedules.deadline).
 DEADLINE_RULES = ("end-of-day", "hours")
+# How links in the email are counted (digest.outcomes.clicks): not at all, per link for everyone,
+# or per link and reader (opt-in).
+CLICK_TRACKING = ("off", "aggregate", "per-subscriber")
 
 # Values people paste from examples; treated as "no secret at all".
 SAMPLE_SECRETS = frozenset({"", "changeme", "change-me", "secret", "dev", "development",
@@ -82,6 +85,18 @@ class Settings(BaseSettings):
     dns_resolver: str | None = None
     bounce_domain: str | None = None
     dkim_selectors: str | None = None
+    click_tracking: str = "aggregate"
+    # Lets /admin answer beyond loopback, behind a login; unset, it answers 404 there.
+    admin_password: SecretStr | None = None
+
+    @field_validator("click_tracking")
+    @classmethod
+    def _known_tracking(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value not in CLICK_TRACKING:
+            raise ValueError(f"unknown click tracking {value!r}; choose one of "
+                             f"{', '.join(CLICK_TRACKING)}")
+        return value
 
     @field_validator("provider")
     @classmethod

@@ -281,3 +281,48 @@ class Vote(SQLModel, table=True):
         Integer, ForeignKey("issues.id", ondelete="SET NULL"), nullable=True))
     ship: bool
     voted_at: dt.datetime = Field(default_factory=utcnow, sa_column=_ts(False))
+
+
+# --- outcomes: the links of an issue and how often they were followed ----------------------------
+
+class IssueLink(SQLModel, table=True):
+    """A link of a composed issue, numbered in the issue: the only place the click redirect
+    takes a destination from (never from the request)."""
+
+    __tablename__ = "issue_links"
+
+    issue_id: int = Field(sa_column=Column(Integer, ForeignKey("issues.id", ondelete="CASCADE"),
+                                           primary_key=True))
+    link_no: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    kind: str = Field(default="comparison", max_length=20)  # comparison (card) | overflow
+    label: str = Field(default="", sa_type=Text)
+    url: str = Field(sa_type=Text)
+
+
+class LinkClick(SQLModel, table=True):
+    """Counts per link, people and machines (link scanners, prefetchers) apart. No reader is
+    named here in any mode."""
+
+    __tablename__ = "link_clicks"
+
+    issue_id: int = Field(sa_column=Column(Integer, ForeignKey("issues.id", ondelete="CASCADE"),
+                                           primary_key=True))
+    link_no: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    human: int = 0
+    machine: int = 0
+    updated_at: dt.datetime = Field(default_factory=utcnow, sa_column=_ts(False))
+
+
+class LinkReader(SQLModel, table=True):
+    """Who followed a link: written only with DIGEST_CLICK_TRACKING=per-subscriber (opt-in), for
+    counts of unique readers. Erasing a subscriber erases their rows."""
+
+    __tablename__ = "link_readers"
+
+    issue_id: int = Field(sa_column=Column(Integer, ForeignKey("issues.id", ondelete="CASCADE"),
+                                           primary_key=True))
+    link_no: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    subscriber_id: int = Field(sa_column=Column(Integer, ForeignKey("subscribers.id",
+                                                                    ondelete="CASCADE"),
+                                                primary_key=True, index=True))
+    first_at: dt.datetime = Field(default_factory=utcnow, sa_column=_ts(False))

@@ -17,12 +17,12 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import exists, update
+from sqlalchemy import delete, exists, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from digest.errors import DigestError
-from digest.database.models import Comparison, Delivery, Issue, IssueComparison
+from digest.database.models import Comparison, Delivery, Issue, IssueComparison, IssueLink
 from digest.edition.personalize import SplitTemplate
 from digest.edition.render import render_issue
 from digest.edition.select import load_edition
@@ -54,7 +54,8 @@ def rendered_with(issue: Issue) -> dict[str, str]:
 
 
 def _render_into(session: Session, issue: Issue, comparisons: list[Comparison],
-                 edition: Edition, window, settings: Settings) -> None:
+                 edition: Edition, window, settings: Settings) -> list[IssueLink]:
+    """Render into `issue`; returns where each counted link of it leads (not yet stored)."""
     votes = tallies(session, (t.id for c in comparisons for t in c.tools))
     rendered = render_issue(comparisons, edition=edition, window=window, settings=settings,
                             votes=votes)
@@ -67,6 +68,18 @@ def _render_into(session: Session, issue: Issue, comparisons: list[Comparison],
     if rendered.listed:
         issue.status_reason = (f"{rendered.shown} of {rendered.total} comparisons shown in full, "
                                f"{rendered.listed} listed as links (size budget)")
+    return [IssueLink(link_no=link.link_no, kind=link.kind, label=link.label, url=link.url)
+            for link in rendered.links]
+
+
+def _store_links(session: Session, issue_id: int, links: list[IssueLink]) -> None:
+    """Where the issue's counted links lead: the click redirect reads it from here, never from
+    the request. Replaced whole when the issue is rendered again before it is sent."""
+    session.execute(delete(IssueLink).where(IssueLink.issue_id == issue_id))
+    for link in links:
+        link.issue_id = issue_id
+    session.add_all(links)
+    session.flush()
 
 
 def draft_issue(session: Session, settings: Settings, key: str, *,
@@ -74,6 +87,12 @@ def draft_issue(session: Session, settings: Settings, key: str, *,
     """The issue `key` would be if composed at `now`, not added to the session.
 
     Used by `compose_issue` and by the preview, which must never freeze an edition."""
+    issue, comparisons, _links = _draft(session, settings, key, now=now)
+    return issue, comparisons
+
+
+def _draft(session: Session, settings: Settings, key: str, *,
+           now: dt.datetime) -> tuple[Issue, list[Comparison], list[IssueLink]]:
     edition = Edition.parse(key)
     window = edition.window(settings.tz)
     comparisons = load_edition(session, window)
@@ -82,9 +101,9 @@ def draft_issue(session: Session, settings: Settings, key: str, *,
     if not comparisons:
         issue.status = "skipped"
         issue.status_reason = f"no new comparisons were published {window.label()}"
-        return issue, []
-    _render_into(session, issue, comparisons, edition, window, settings)
-    return issue, comparisons
+        return issue, [], []
+    links = _render_into(session, issue, comparisons, edition, window, settings)
+    return issue, comparisons, links
 
 
 def compose_issue(session: Session, settings: Settings, key: str, *, now: dt.datetime,
@@ -107,7 +126,7 @@ def compose_issue(session: Session, settings: Settings, key: str, *, now: dt.dat
             f"edition {edition.key} ({window.label()}) is still open until "
             f"{window.local_end:%Y-%m-%d %H:%M} {settings.timezone}; composing it now would leave "
             f"out what is published later that week (preview it instead)")
-    issue, comparisons = draft_issue(session, settings, edition.key, now=now)
+    issue, comparisons, links = _draft(session, settings, edition.key, now=now)
     try:
         with session.begin_nested():
             session.add(issue)
@@ -115,6 +134,7 @@ def compose_issue(session: Session, settings: Settings, key: str, *, now: dt.dat
             session.add_all(IssueComparison(issue_id=issue.id, comparison_id=c.id, position=i)
                             for i, c in enumerate(comparisons))
             session.flush()
+            _store_links(session, issue.id, links)
     except IntegrityError:
         # Another process composed the same key between our check and our insert; theirs wins.
         winner = load_issue(session, edition.key)
@@ -156,9 +176,11 @@ def refresh_identity(session: Session, settings: Settings, issue: Issue) -> Issu
     comparisons = [by_id[i] for i in ids if i in by_id]
     edition = Edition.parse(issue.key)
     fresh = Issue(key=issue.key)
-    _render_into(session, fresh, comparisons, edition, edition.window(settings.tz), settings)
+    links = _render_into(session, fresh, comparisons, edition, edition.window(settings.tz),
+                         settings)
     values = {name: getattr(fresh, name) for name in _RENDERED}
     if _guarded_write(session, issue, values):
+        _store_links(session, issue.id, links)
         session.refresh(issue)
     return issue
 
@@ -167,13 +189,14 @@ def _unblock(session: Session, settings: Settings, issue: Issue, *, now: dt.date
     """A week a refused firing recorded as `blocked` (no content yet), composed now."""
     if not _not_started(session, issue):
         return issue
-    draft, comparisons = draft_issue(session, settings, issue.key, now=now)
+    draft, comparisons, links = _draft(session, settings, issue.key, now=now)
     values = {name: getattr(draft, name) for name in _RENDERED + ("window_start", "window_end")}
     values["created_at"] = now
     if _guarded_write(session, issue, values):
         session.add_all(IssueComparison(issue_id=issue.id, comparison_id=c.id, position=i)
                         for i, c in enumerate(comparisons))
         session.flush()
+        _store_links(session, issue.id, links)
         session.refresh(issue)
     return issue
 

@@ -12,7 +12,7 @@ import functools
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -24,6 +24,7 @@ from mjml import mjml2html
 
 from digest.errors import DigestError
 from digest.edition.minify import minify_email_html
+from digest.outcomes.clicks import ClickSigner, redirect_path
 from digest.edition.personalize import (NAME, PREFERENCES_URL, TOKENS, UNSUBSCRIBE_URL,
                                         VIEW_URL, VOTE_URL)
 from digest.settings import Settings
@@ -326,6 +327,17 @@ def measured_size(document: str, base_url: str | None = None) -> int:
 
 
 @dataclass(frozen=True)
+class RenderedLink:
+    """A link of the issue as the reader gets it (`href`) and where it leads (`url`)."""
+
+    link_no: int
+    kind: str  # "comparison" (a card's link) or "overflow" (listed, not shown in full)
+    label: str
+    url: str
+    href: str
+
+
+@dataclass(frozen=True)
 class RenderedIssue:
     subject: str
     preheader: str
@@ -334,6 +346,7 @@ class RenderedIssue:
     shown: int  # comparisons shown in full
     total: int
     base_url: str | None = None  # what its links start with
+    links: tuple[RenderedLink, ...] = ()
 
     @property
     def listed(self) -> int:
@@ -465,6 +478,8 @@ def render_issue(comparisons: Sequence[Comparison], *, edition: Edition, window:
     if web:
         budget = 10 * 1024 * 1024
     cards = tuple(card_view(c, i, votes) for i, c in enumerate(comparisons, 1))
+    # The public web copy links straight to the comparisons: only the email's clicks count.
+    cards, targets = (cards, {}) if web else tracked_cards(cards, edition.key, settings)
     frame = _Frame(context, cards, tuple(link_view(card) for card in cards))
     cache: dict[int, str] = {}
 
@@ -473,5 +488,23 @@ def render_issue(comparisons: Sequence[Comparison], *, edition: Edition, window:
         return measured_size(cache[shown], settings.base_url)
 
     shown = largest_fitting(len(comparisons), size_of, budget)
+    links = tuple(RenderedLink(card.number, "comparison" if card.number <= shown else "overflow",
+                               card.title, targets[card.number], card.url)
+                  for card in cards if card.number in targets and card.url)
     return RenderedIssue(subject, preheader, cache[shown], _render_text(frame, shown), shown,
-                         len(comparisons), settings.base_url)
+                         len(comparisons), settings.base_url, links)
+
+
+def tracked_cards(cards: tuple[CardView, ...], issue_key: str,
+                  settings: Settings) -> tuple[tuple[CardView, ...], dict[int, str]]:
+    """The cards with their links pointing at the click redirect (`/r/{token}`, the same token
+    for every reader: the render stays once per issue), and {link number: destination}. A
+    comparison is link number `card.number` whether it is shown in full or listed, so the
+    numbering does not depend on where the size budget cuts. `off`: the cards unchanged."""
+    if settings.click_tracking == "off":
+        return cards, {}
+    signer = ClickSigner(settings.signing_key())
+    targets = {card.number: card.url for card in cards if card.url}
+    return tuple(replace(card, url=settings.base_url + redirect_path(issue_key, card.number,
+                                                                     signer))
+                 if card.url else card for card in cards), targets

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse
@@ -23,6 +24,7 @@ from digest.settings import Settings
 from digest.web.access import OperatorOnly, client_address, require_operator
 from digest.web.archive import create_router as create_archive_router
 from digest.web.votes import create_router as create_vote_router
+from digest.web.redirect import ClickRedirect, make_router as make_redirect_router
 from digest.web.webhooks import make_router as make_webhook_router
 from subscribers.links import Links
 from subscribers.models import Subscriber
@@ -83,7 +85,8 @@ def known_categories(engine: Engine, clock: Callable[[], dt.datetime]
 
 def create_app(settings: Settings, engine: Engine, *, public: bool = False,
                clock: Callable[[], dt.datetime] = utcnow,
-               rate_limiter: RateLimiter | None = None) -> FastAPI:
+               rate_limiter: RateLimiter | None = None,
+               click_flush_interval: float = 1.0, admin_options: dict | None = None) -> FastAPI:
     """The FastAPI app. `public` (listening beyond localhost) makes a real secret mandatory:
     `settings.signing_key` raises ConfigurationError here, before anything is served; it does
     not decide who sees operator pages, each request does (`digest.web.access`). `clock`
@@ -91,7 +94,17 @@ def create_app(settings: Settings, engine: Engine, *, public: bool = False,
     signer = Signer(settings.signing_key(public=public), clock=lambda: clock().timestamp())
     links = Links(settings.base_url, signer)
     client_key = rate_limit_key(settings)
-    app = FastAPI(title=settings.site_name, docs_url=None, redoc_url=None, openapi_url=None)
+    clicks = ClickRedirect(settings, engine, public=public, flush_interval=click_flush_interval,
+                           clock=lambda: clock().timestamp())
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        clicks.counter.flush()  # clicks still held in memory are written before exit
+
+    app = FastAPI(title=settings.site_name, docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=lifespan)
+    app.include_router(make_redirect_router(clicks))
     app.include_router(create_router(
         sessions=engine,
         links=links,
@@ -128,7 +141,13 @@ def create_app(settings: Settings, engine: Engine, *, public: bool = False,
                                                       root="/preview"),
                                        settings, public=settings.preview_public))
     app.add_api_route("/healthz", healthz(engine), methods=["GET"], include_in_schema=False)
+
+    from digest.web.admin import create_admin
+
+    app.include_router(create_admin(settings, engine, clicks=clicks, clock=clock,
+                                    **(admin_options or {})))
     app.state.settings, app.state.engine, app.state.links = settings, engine, links
+    app.state.clicks = clicks
     return app
 
 

@@ -32,8 +32,11 @@ SUBSCRIBER = {UNSUBSCRIBE_URL: LONG_UNSUBSCRIBE,
 
 @pytest.fixture(scope="module")
 def conf():
+    # Plain links, so the destinations can be checked in the markup (tests/web/test_redirect.py
+    # covers the counted ones).
     return load_settings(base_url="https://digest.example.test", timezone="Europe/Berlin",
-                         postal_address="Verdict Digest, 1 Example Street, 10115 Berlin")
+                         postal_address="Verdict Digest, 1 Example Street, 10115 Berlin",
+                         click_tracking="off")
 
 
 def render(comparisons, conf):

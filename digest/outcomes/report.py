@@ -1,0 +1,266 @@
+"""What became of each issue, from data the project already holds: the ledger (delivered,
+failed, uncertain), subscribers' status changes (bounced, complained, unsubscribed) and the
+click counters. Read-only, set-wise SQL; shared by `digest report` and the `/admin` dashboard.
+
+Bounces, complaints and unsubscribes are attributed to the latest issue that went (or was
+refused) to that subscriber before the change: unsubscribe links carry the subscriber, not the
+issue, and a bounce or complaint follows the mail that caused it. Only the subscriber's current
+status counts, so an address the operator reactivated no longer shows as bounced. Soft bounces
+change nothing and are not stored, so they are not reported.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+from sqlalchemy import and_, case, func, or_, select
+from sqlmodel import Session
+
+from digest.database.models import (Delivery, DeliveryBatch, Issue, IssueLink, LinkClick,
+                                    LinkReader)
+from digest.delivery import ledger
+from digest.edition.weeks import Edition
+from subscribers.models import Subscriber
+
+# Issues that went out, or are going out: the ones with outcomes.
+REPORTED_STATES = ("sending", "paused", "sent")
+RATE_WINDOW = dt.timedelta(seconds=60)  # the send rate is measured over this much recent time
+
+
+def _rate(n: int, of: int) -> float:
+    return round(n / of, 4) if of else 0.0
+
+
+@dataclass
+class LinkStat:
+    link_no: int
+    kind: str
+    label: str
+    url: str
+    human: int = 0
+    machine: int = 0
+    readers: int = 0  # unique readers (per-subscriber mode only)
+
+
+@dataclass
+class IssueOutcome:
+    key: str
+    status: str
+    reason: str
+    sent_at: dt.datetime | None
+    planned: int = 0
+    delivered: int = 0  # accepted by the provider
+    failed: int = 0
+    uncertain: int = 0
+    open: int = 0
+    bounced: int = 0
+    complained: int = 0
+    unsubscribed: int = 0
+    clicks: int = 0  # people
+    machine_clicks: int = 0
+    readers: int = 0
+    links: list[LinkStat] = field(default_factory=list)
+
+    @property
+    def rates(self) -> dict[str, float]:
+        """Shares of the delivered messages."""
+        d = self.delivered
+        return {"bounce_rate": _rate(self.bounced, d), "complaint_rate": _rate(self.complained, d),
+                "unsubscribe_rate": _rate(self.unsubscribed, d),
+                "click_rate": _rate(self.clicks, d), "reader_rate": _rate(self.readers, d)}
+
+    @property
+    def top(self) -> LinkStat | None:
+        return self.links[0] if self.links and self.links[0].human else None
+
+    def as_dict(self) -> dict:
+        data = {k: v for k, v in asdict(self).items() if k != "links"}
+        data["sent_at"] = self.sent_at.isoformat() if self.sent_at else None
+        data.update(self.rates)
+        data["links"] = [asdict(link) for link in self.links]
+        return data
+
+
+def _attributed(session: Session, issue_ids: Sequence[int]) -> dict[tuple[int, str], int]:
+    """{(issue id, status): subscribers} for bounced, complained and unsubscribed subscribers,
+    each given to the latest issue mailed to them before their status changed."""
+    S, D, I = Subscriber.__table__.c, Delivery.__table__.c, Issue.__table__.c  # noqa: E741
+    changed_at = case((S.status == "bounced", S.bounced_at),
+                      (S.status == "complained", S.complained_at), else_=S.unsubscribed_at)
+    latest = (select(D.issue_id).join_from(Delivery.__table__, Issue.__table__, I.id == D.issue_id)
+              .where(D.subscriber_id == S.id, D.status.in_(("sent", "failed")),
+                     I.send_started_at <= changed_at)
+              .order_by(I.send_started_at.desc(), I.id.desc()).limit(1)
+              .correlate(Subscriber.__table__).scalar_subquery())
+    per_subscriber = (select(latest.label("issue_id"), S.status.label("status"))
+                      .where(S.status.in_(("bounced", "complained", "unsubscribed")))
+                      .subquery())
+    rows = session.execute(
+        select(per_subscriber.c.issue_id, per_subscriber.c.status, func.count())
+        .where(per_subscriber.c.issue_id.in_(list(issue_ids)))
+        .group_by(per_subscriber.c.issue_id, per_subscriber.c.status))
+    return {(issue_id, status): int(n) for issue_id, status, n in rows}
+
+
+def link_stats(session: Session, issue_ids: Sequence[int]) -> dict[int, list[LinkStat]]:
+    """Each issue's links, most clicked by people first."""
+    L, C = IssueLink.__table__.c, LinkClick.__table__.c
+    R = LinkReader.__table__.c
+    readers = (select(R.issue_id, R.link_no, func.count().label("n"))
+               .where(R.issue_id.in_(list(issue_ids))).group_by(R.issue_id, R.link_no).subquery())
+    rows = session.execute(
+        select(L.issue_id, L.link_no, L.kind, L.label, L.url, func.coalesce(C.human, 0),
+               func.coalesce(C.machine, 0), func.coalesce(readers.c.n, 0))
+        .select_from(IssueLink.__table__
+                     .outerjoin(LinkClick.__table__, and_(C.issue_id == L.issue_id,
+                                                          C.link_no == L.link_no))
+                     .outerjoin(readers, and_(readers.c.issue_id == L.issue_id,
+                                              readers.c.link_no == L.link_no)))
+        .where(L.issue_id.in_(list(issue_ids))))
+    out: dict[int, list[LinkStat]] = {}
+    for issue_id, no, kind, label, url, human, machine, n in rows:
+        out.setdefault(issue_id, []).append(LinkStat(no, kind, label, url, int(human),
+                                                     int(machine), int(n)))
+    for links in out.values():
+        links.sort(key=lambda s: (-s.human, -s.readers, s.link_no))
+    return out
+
+
+def issue_outcomes(session: Session, *, keys: Sequence[str] | None = None,
+                   last: int | None = None) -> list[IssueOutcome]:
+    """Outcomes of the issues that went out (or the given ones), newest first."""
+    query = select(Issue.id, Issue.key, Issue.status, Issue.status_reason, Issue.sent_at)
+    if keys is not None:
+        query = query.where(Issue.key.in_(list(keys)))
+    else:
+        query = query.where(Issue.status.in_(REPORTED_STATES))
+    query = query.order_by(Issue.key.desc())
+    if last:
+        query = query.limit(last)
+    issues = session.execute(query).all()
+    if not issues:
+        return []
+    ids = [row[0] for row in issues]
+    attributed = _attributed(session, ids)
+    links = link_stats(session, ids)
+    R = LinkReader.__table__.c
+    readers = dict(session.execute(
+        select(R.issue_id, func.count(func.distinct(R.subscriber_id)))
+        .where(R.issue_id.in_(ids)).group_by(R.issue_id)).all())
+    out = []
+    for issue_id, key, status, reason, sent_at in issues:
+        counts = ledger.counts(session, issue_id)
+        mine = links.get(issue_id, [])
+        out.append(IssueOutcome(
+            key=key, status=status, reason=reason, sent_at=sent_at, planned=counts.total,
+            delivered=counts["sent"], failed=counts["failed"], uncertain=counts["uncertain"],
+            open=counts.open,
+            bounced=attributed.get((issue_id, "bounced"), 0),
+            complained=attributed.get((issue_id, "complained"), 0),
+            unsubscribed=attributed.get((issue_id, "unsubscribed"), 0),
+            clicks=sum(s.human for s in mine), machine_clicks=sum(s.machine for s in mine),
+            readers=int(readers.get(issue_id, 0)), links=mine))
+    return out
+
+
+def top_comparisons(session: Session, issue_key: str) -> list[LinkStat]:
+    found = issue_outcomes(session, keys=[issue_key])
+    return found[0].links if found else []
+
+
+# --- a running send ------------------------------------------------------------------------------
+
+@dataclass
+class Progress:
+    key: str
+    status: str
+    reason: str
+    total: int
+    done: int
+    sent: int
+    failed: int
+    uncertain: int
+    rate: float  # recipients per second over the last minute
+    eta_seconds: float | None
+    started_at: dt.datetime | None
+
+    @property
+    def percent(self) -> int:
+        return int(100 * self.done / self.total) if self.total else 0
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["started_at"] = self.started_at.isoformat() if self.started_at else None
+        data["percent"] = self.percent
+        return data
+
+
+def current_send(session: Session) -> Issue | None:
+    """The issue being sent, or else the newest paused one (a send waiting to be resumed)."""
+    for status in ("sending", "paused"):
+        issue = session.execute(select(Issue).where(Issue.status == status)
+                                .order_by(Issue.key.desc()).limit(1)).scalars().first()
+        if issue is not None:
+            return issue
+    return None
+
+
+def send_progress(session: Session, issue: Issue, *, now: dt.datetime) -> Progress:
+    counts = ledger.counts(session, issue.id)
+    done = counts["sent"] + counts["failed"] + counts["skipped"]
+    B = DeliveryBatch.__table__.c
+    recent = session.execute(
+        select(func.coalesce(func.sum(B.size), 0))
+        .where(B.issue_id == issue.id, B.status == "done",
+               B.updated_at > now - RATE_WINDOW, B.updated_at <= now)).scalar_one()
+    rate = int(recent) / RATE_WINDOW.total_seconds()
+    remaining = counts.open
+    eta = remaining / rate if rate > 0 and issue.status == "sending" else None
+    return Progress(issue.key, issue.status, issue.status_reason, counts.total, done,
+                    counts["sent"], counts["failed"], counts["uncertain"], round(rate, 2),
+                    round(eta, 1) if eta is not None else None, issue.send_started_at)
+
+
+# --- the list ------------------------------------------------------------------------------------
+
+@dataclass
+class WeekGrowth:
+    week: str
+    active: int  # at the end of the week
+    signups: int
+    unsubscribes: int
+    bounces: int  # bounces and complaints
+
+
+def list_growth(session: Session, *, now: dt.datetime, tz, weeks: int = 12) -> list[WeekGrowth]:
+    """The last `weeks` weeks (the current one included) in one scan of the subscribers.
+
+    From the timestamps each subscriber keeps, so it is the list as it stands: someone who
+    unsubscribed and came back counts once, from their latest change."""
+    S = Subscriber.__table__.c
+    last = Edition.at(now, tz)
+    editions = [last.shift(-i) for i in range(weeks - 1, -1, -1)]
+    windows = [e.window(tz) for e in editions]
+    left = or_(S.unsubscribed_at.is_not(None), S.bounced_at.is_not(None),
+               S.complained_at.is_not(None))
+    columns = []
+    for w in windows:
+        def within(col, w=w):
+            return func.sum(case((and_(col >= w.start, col < w.end), 1), else_=0))
+        gone_by_end = and_(S.status != "active", left,
+                           func.coalesce(S.unsubscribed_at, S.bounced_at, S.complained_at) < w.end)
+        active = func.sum(case((and_(S.confirmed_at.is_not(None), S.confirmed_at < w.end,
+                                     ~gone_by_end), 1), else_=0))
+        columns += [active, within(S.created_at), within(S.unsubscribed_at),
+                    func.sum(case((or_(and_(S.bounced_at >= w.start, S.bounced_at < w.end),
+                                       and_(S.complained_at >= w.start, S.complained_at < w.end)),
+                                  1), else_=0))]
+    row = session.execute(select(*columns)).one()
+    values = [int(v or 0) for v in row]
+    return [WeekGrowth(e.key, *values[i * 4:i * 4 + 4]) for i, e in enumerate(editions)]
+
+
+__all__ = ["IssueOutcome", "LinkStat", "Progress", "WeekGrowth", "current_send", "issue_outcomes",
+           "link_stats", "list_growth", "send_progress", "top_comparisons"]
