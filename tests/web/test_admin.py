@@ -1,0 +1,182 @@
+"""The operator dashboard against the real app: who may see it (loopback; elsewhere only with
+the password and a genuine session cookie), CSRF on pause/resume, pausing a live send, and the
+numbers it shows."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlmodel import Session, select
+
+from digest.database.models import Issue
+from digest.delivery import ledger
+from digest.settings import load_settings
+from digest.web.admin import PAUSED_BY_OPERATOR, SESSION_COOKIE
+from digest.web.app import create_app
+from delivery_support import add_subscribers, make_issue
+from subscribers.routes import RateLimiter
+
+UTC = dt.timezone.utc
+NOW = dt.datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+LOOPBACK = ("127.0.0.1", 40000)
+REMOTE = ("203.0.113.7", 40000)
+PASSWORD = "correct horse battery staple"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+@pytest.fixture
+def launched():
+    return []
+
+
+def app_for(settings, engine, launched, **overrides):
+    conf = load_settings(**{**settings.model_dump(), **overrides}) if overrides else settings
+    limiter = RateLimiter(3, 900, clock=lambda: NOW.timestamp())
+    return create_app(conf, engine, clock=Clock(), public=True,
+                      admin_options={"launcher": launched.append, "login_limiter": limiter})
+
+
+def client(app, address, **kw) -> TestClient:
+    return TestClient(app, client=address, base_url="https://digest.example.test",
+                      follow_redirects=False, **kw)
+
+
+@pytest.fixture
+def sending_issue(engine):
+    with Session(engine, expire_on_commit=False) as session:
+        issue = make_issue(session)
+        add_subscribers(engine, 5)
+        acquired = ledger.acquire_issue(session, issue.id, sender="host:1:abc", now=NOW,
+                                        lease=dt.timedelta(minutes=5))
+        assert acquired.acquired
+        session.commit()
+    return issue
+
+
+def csrf_of(page: str) -> str:
+    return re.search(r'name="csrf" value="([0-9a-f]+)"', page).group(1)
+
+
+PATHS = ["/admin", "/admin/progress.json", "/admin/issues/2026-W47", "/admin/login"]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_without_a_password_the_dashboard_does_not_exist_beyond_loopback(settings, engine,
+                                                                         launched, path):
+    with client(app_for(settings, engine, launched), REMOTE) as remote:
+        assert remote.get(path).status_code == 404
+        assert remote.post("/admin/pause", data={"issue": "2026-W47"}).status_code == 404
+        assert remote.post("/admin/login", data={"password": "x"}).status_code == 404
+
+
+def test_loopback_sees_the_dashboard_without_a_login(settings, engine, launched, sending_issue):
+    with client(app_for(settings, engine, launched), LOOPBACK) as local:
+        page = local.get("/admin")
+        assert page.status_code == 200
+        assert "Operator dashboard" in page.text and "2026-W47" in page.text
+        assert local.get("/admin/progress.json").json()["send"]["status"] == "sending"
+
+
+def test_with_a_password_remote_clients_must_log_in_and_forged_cookies_fail(settings, engine,
+                                                                            launched):
+    app = app_for(settings, engine, launched, admin_password=PASSWORD)
+    with client(app, REMOTE) as remote:
+        assert remote.get("/admin").headers["location"] == "/admin/login"
+        assert remote.get("/admin/progress.json").status_code == 403
+        for forged in ["", "x", "65f00000.abcdef0123456789.0123456789abcdef0123456789abcdef",
+                       "ffffffff.00.00"]:
+            remote.cookies.set(SESSION_COOKIE, forged, domain="digest.example.test",
+                               path="/admin")
+            assert remote.get("/admin").status_code == 303, forged
+            assert remote.get("/admin/progress.json").status_code == 403
+        remote.cookies.clear()
+        form = remote.get("/admin/login")
+        token = csrf_of(form.text)
+        wrong = remote.post("/admin/login", data={"csrf": token, "password": "guess"})
+        assert wrong.status_code == 401 and SESSION_COOKIE not in wrong.headers.get("set-cookie", "")
+        right = remote.post("/admin/login", data={"csrf": token, "password": PASSWORD})
+        assert right.status_code == 303
+        cookie = right.headers["set-cookie"]
+        for flag in ("HttpOnly", "Secure", "SameSite=strict", "Path=/admin"):
+            assert flag.lower() in cookie.lower(), cookie
+        assert remote.get("/admin").status_code == 200
+        # A cookie whose signature was altered by one character is refused.
+        genuine = remote.cookies.get(SESSION_COOKIE)
+        remote.cookies.clear()
+        altered = genuine[:-1] + ("0" if genuine[-1] != "0" else "1")
+        remote.cookies.set(SESSION_COOKIE, altered, domain="digest.example.test", path="/admin")
+        assert remote.get("/admin").status_code == 303
+
+
+def test_login_attempts_are_rate_limited(settings, engine, launched):
+    app = app_for(settings, engine, launched, admin_password=PASSWORD)
+    with client(app, REMOTE) as remote:
+        token = csrf_of(remote.get("/admin/login").text)
+        codes = [remote.post("/admin/login", data={"csrf": token, "password": f"no{i}"}).status_code
+                 for i in range(3)]
+        assert codes == [401, 401, 401]
+        # Even the right password waits now: guessing cannot go on.
+        assert remote.post("/admin/login",
+                           data={"csrf": token, "password": PASSWORD}).status_code == 429
+
+
+def test_pause_needs_the_csrf_token_and_a_same_site_origin(settings, engine, launched,
+                                                          sending_issue):
+    with client(app_for(settings, engine, launched), LOOPBACK) as local:
+        token = csrf_of(local.get("/admin").text)
+        assert local.post("/admin/pause", data={"issue": "2026-W47"}).status_code == 403
+        assert local.post("/admin/pause", data={"issue": "2026-W47", "csrf": "0" * 64}
+                          ).status_code == 403
+        assert local.post("/admin/pause", data={"issue": "2026-W47", "csrf": token},
+                          headers={"Origin": "https://evil.example.com"}).status_code == 403
+        assert local.post("/admin/pause", data={"issue": "2026-W47", "csrf": token},
+                          headers={"Sec-Fetch-Site": "cross-site"}).status_code == 403
+    with Session(engine) as session:
+        assert session.get(Issue, sending_issue.id).status == "sending"
+    # A token from another browser (another cookie) does not work either.
+    with client(app_for(settings, engine, launched), LOOPBACK) as other:
+        other.get("/admin")
+        assert other.post("/admin/pause", data={"issue": "2026-W47", "csrf": token}
+                          ).status_code == 403
+
+
+def test_pause_then_resume(settings, engine, launched, sending_issue):
+    with client(app_for(settings, engine, launched), LOOPBACK) as local:
+        token = csrf_of(local.get("/admin").text)
+        answer = local.post("/admin/pause", data={"issue": "2026-W47", "csrf": token},
+                            headers={"Origin": "https://digest.example.test"})
+        assert answer.status_code == 303 and answer.headers["location"] == "/admin?done=paused"
+        with Session(engine) as session:
+            issue = session.get(Issue, sending_issue.id)
+            assert (issue.status, issue.status_reason) == ("paused", PAUSED_BY_OPERATOR)
+        # The sender notices at its next lease renewal and stops.
+        with Session(engine) as session:
+            assert ledger.renew_issue_lease(session, sending_issue.id, sender="host:1:abc",
+                                            now=NOW, lease=dt.timedelta(minutes=5)) is None
+        page = local.get("/admin?done=paused").text
+        assert "The send is paused." in page and "Resume the send" in page
+        assert local.post("/admin/resume", data={"issue": "2026-W47", "csrf": token}
+                          ).headers["location"] == "/admin?done=resumed"
+        assert launched == ["2026-W47"]
+        assert local.post("/admin/resume", data={"issue": "2026-W99", "csrf": token}
+                          ).status_code == 404
+
+
+def test_pages_are_not_framed_and_load_nothing_from_elsewhere(settings, engine, launched,
+                                                             sending_issue):
+    with client(app_for(settings, engine, launched), LOOPBACK) as local:
+        page = local.get("/admin")
+        assert page.headers["x-frame-options"] == "DENY"
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        assert not re.search(r'(src|href)="(https?:)?//', page.text)
+        assert page.text.count("<svg") >= 2
