@@ -109,7 +109,10 @@ def _duration(seconds: float | None) -> str:
 def create_admin(settings: Settings, engine: Engine, *, clicks: ClickRedirect | None = None,
                  clock: Callable[[], dt.datetime] = utcnow,
                  launcher: Callable[[str], None] = launch_resume,
-                 login_limiter: RateLimiter | None = None, weeks: int = 12) -> APIRouter:
+                 login_limiter: RateLimiter | None = None, weeks: int = 12,
+                 poll_ms: int = 3000) -> APIRouter:
+    """The /admin routes. `launcher` starts a resumed send (a process of its own by default);
+    `poll_ms` is how often the page asks for the send's progress."""
     router = APIRouter(prefix="/admin", include_in_schema=False)
     env = _environment()
     password = settings.admin_password.get_secret_value() if settings.admin_password else ""
@@ -234,7 +237,7 @@ def create_admin(settings: Settings, engine: Engine, *, clicks: ClickRedirect | 
                                   "machines" for o in chronological)) if outcomes else None
         return render(request, "admin.html.j2", title="Dashboard", outcomes=outcomes,
                       growth=growth, growth_chart=growth_chart, active_chart=active_chart,
-                      clicks_chart=clicks_chart, progress=progress, done=done,
+                      clicks_chart=clicks_chart, progress=progress, done=done, poll_ms=poll_ms,
                       tracking=settings.click_tracking)
 
     @router.get("/issues/{key}", response_class=HTMLResponse)

@@ -37,7 +37,7 @@ def _fmt(value: float) -> str:
 def bar_chart(labels: Sequence[str], series: Sequence[Series], *, title: str,
               description: str, height: int = 220) -> Markup:
     """Grouped vertical bars, one group per label, with a legend."""
-    width, left, right, top, bottom = 640, 48, 8, 28, 34
+    width, left, right, top, bottom = 480, 40, 6, 30, 30
     plot_w, plot_h = width - left - right, height - top - bottom
     peak = _nice_max(max((v for s in series for v in s.values), default=0))
     n = max(len(labels), 1)
@@ -71,7 +71,7 @@ def bar_chart(labels: Sequence[str], series: Sequence[Series], *, title: str,
         parts.append(f'<rect x="{x}" y="6" width="12" height="12" fill="{s.color}"/>'
                      f'<text x="{x + 16}" y="16" font-size="12" fill="#111827">'
                      f'{escape(s.name)}</text>')
-        x += 28 + 7 * len(s.name)
+        x += 26 + 6.5 * len(s.name)
     parts.append("</svg>")
     return Markup("".join(parts))
 
@@ -79,10 +79,10 @@ def bar_chart(labels: Sequence[str], series: Sequence[Series], *, title: str,
 def hbar_chart(rows: Sequence[tuple[str, float, float]], *, title: str, description: str,
                names: tuple[str, str] = ("people", "machines")) -> Markup:
     """Horizontal bars, one row per label: the first value solid, the second beside it."""
-    width, label_w, row_h, top = 640, 250, 26, 26
+    width, label_w, row_h, top = 420, 170, 26, 26
     height = top + row_h * max(len(rows), 1) + 8
     peak = max((max(a, b) for _, a, b in rows), default=0) or 1
-    plot_w = width - label_w - 60
+    plot_w = width - label_w - 36
     parts = [f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
              f'aria-labelledby="{_id(title)}-t {_id(title)}-d" '
              'xmlns="http://www.w3.org/2000/svg" preserveAspectRatio="xMidYMid meet">',
@@ -90,13 +90,13 @@ def hbar_chart(rows: Sequence[tuple[str, float, float]], *, title: str, descript
              f'<desc id="{_id(title)}-d">{escape(description)}</desc>',
              f'<rect x="{label_w}" y="6" width="12" height="12" fill="{PALETTE[0]}"/>'
              f'<text x="{label_w + 16}" y="16" font-size="12" fill="#111827">{names[0]}</text>',
-             f'<rect x="{label_w + 90}" y="6" width="12" height="12" fill="{PALETTE[1]}"/>'
-             f'<text x="{label_w + 106}" y="16" font-size="12" fill="#111827">{names[1]}</text>']
+             f'<rect x="{label_w + 70}" y="6" width="12" height="12" fill="{PALETTE[1]}"/>'
+             f'<text x="{label_w + 86}" y="16" font-size="12" fill="#111827">{names[1]}</text>']
     for i, (label, a, b) in enumerate(rows):
         y = top + i * row_h
         wa, wb = plot_w * a / peak, plot_w * b / peak
         parts.append(f'<text x="{label_w - 8}" y="{y + 15}" text-anchor="end" font-size="12" '
-                     f'fill="#111827">{escape(_short(label, 34))}</text>')
+                     f'fill="#111827">{escape(_short(label, 26))}</text>')
         parts.append(f'<rect x="{label_w}" y="{y + 3}" width="{wa:.1f}" height="10" '
                      f'fill="{PALETTE[0]}"><title>{escape(label)}: {_fmt(a)} {names[0]}</title></rect>')
         parts.append(f'<rect x="{label_w}" y="{y + 14}" width="{wb:.1f}" height="6" '
@@ -108,6 +108,8 @@ def hbar_chart(rows: Sequence[tuple[str, float, float]], *, title: str, descript
 
 
 def _short(text: str, limit: int = 10) -> str:
+    if len(text) == 8 and text[4:6] == "-W":  # an ISO week: the year is in the title
+        return text[5:]
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import threading
 
 import pytest
 from fastapi.testclient import TestClient
@@ -16,7 +17,8 @@ from digest.delivery import ledger
 from digest.settings import load_settings
 from digest.web.admin import PAUSED_BY_OPERATOR, SESSION_COOKIE
 from digest.web.app import create_app
-from delivery_support import add_subscribers, make_issue
+from delivery_support import RecordingProvider, add_subscribers, make_issue
+from subscribers import lifecycle
 from subscribers.routes import RateLimiter
 
 UTC = dt.timezone.utc
@@ -180,3 +182,136 @@ def test_pages_are_not_framed_and_load_nothing_from_elsewhere(settings, engine, 
         assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
         assert not re.search(r'(src|href)="(https?:)?//', page.text)
         assert page.text.count("<svg") >= 2
+
+
+# --- in a browser ---------------------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+class GatedProvider(RecordingProvider):
+    """Answers a batch only when the test lets it: the send proceeds step by step."""
+
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self.gate = threading.Semaphore(0)
+
+    def send_batch(self, letter, recipients, *, batch_key):
+        assert self.gate.acquire(timeout=60), "the test never let this batch go"
+        return super().send_batch(letter, recipients, batch_key=batch_key)
+
+
+def _seed_history(engine, settings) -> None:
+    """60 readers who joined over 12 weeks, 12 sent issues with counted links, some readers
+    gone again."""
+    from sqlalchemy import insert, update
+
+    from digest.database.models import IssueLink, LinkClick
+    from digest.delivery.send import send_issue
+    from subscribers.models import Subscriber
+
+    ids = add_subscribers(engine, 60)
+    S = Subscriber.__table__
+    with engine.begin() as conn:
+        for i, sid in enumerate(ids):
+            joined = SEED_START + dt.timedelta(days=7 * (i % 12), hours=i)
+            conn.execute(update(S).where(S.c.id == sid).values(created_at=joined,
+                                                               confirmed_at=joined))
+    for week in range(12):
+        key = f"2026-W{36 + week}"
+        at = SEED_START + dt.timedelta(days=7 * week + 6)
+        with Session(engine, expire_on_commit=False) as session:
+            issue = make_issue(session, key)
+        report = send_issue(engine, issue.id, RecordingProvider(batch_limit=20), settings,
+                            clock=lambda at=at: at.timestamp(), sleep=lambda s: None)
+        assert report.status == "sent"
+        with engine.begin() as conn:
+            conn.execute(insert(IssueLink.__table__), [
+                {"issue_id": issue.id, "link_no": n, "kind": "comparison",
+                 "label": f"Tool {n} vs Tool {n + 1}",
+                 "url": f"https://verdicts.example.test/compare/{week}-{n}"} for n in range(1, 6)])
+            conn.execute(insert(LinkClick.__table__), [
+                {"issue_id": issue.id, "link_no": n, "human": (week * 3 + n * 7) % 23,
+                 "machine": n % 3, "updated_at": at} for n in range(1, 6)])
+        with Session(engine) as session:
+            gone = ids[week * 2]
+            email = f"reader{gone - ids[0] + 1}@example.com"
+            lifecycle.apply_provider_event(session, email,
+                                           "unsubscribed" if week % 3 else "bounced",
+                                           at=at + dt.timedelta(hours=3))
+            session.commit()
+
+
+SEED_START = dt.datetime(2026, 8, 31, 9, 0, tzinfo=UTC)  # Monday of 2026-W36
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_dashboard_in_a_browser(engine, settings, artifacts_dir):
+    """12 sent issues and a running send at 1280 and 375 px: charts, nothing scrolling
+    sideways, and the progress moving as batches are answered, without reloading the page."""
+    import os
+    import socket
+
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("needs Debian's chromium at /usr/bin/chromium")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    import uvicorn
+
+    from digest.delivery.send import send_issue
+
+    _seed_history(engine, settings)
+    with Session(engine, expire_on_commit=False) as session:
+        running = make_issue(session, "2026-W48")
+    provider = GatedProvider(batch_limit=5)
+    sender = threading.Thread(target=send_issue, args=(engine, running.id, provider, settings),
+                              daemon=True)
+    sender.start()
+    app = create_app(settings, engine, clock=lambda: dt.datetime.now(UTC),
+                     admin_options={"launcher": lambda key: None, "poll_ms": 150})
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM,
+                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            for width in (1280, 375):
+                page = browser.new_page(viewport={"width": width, "height": 900})
+                requests: list[str] = []
+                page.on("request", lambda request: requests.append(request.url))
+                page.goto(f"http://127.0.0.1:{port}/admin")
+                page.wait_for_selector("#progress")
+                assert page.locator("svg.chart").count() >= 3
+                assert page.locator("table.data tbody tr").count() >= 12 + 12
+                assert page.evaluate("document.documentElement.scrollWidth") <= width
+                done = page.locator('[data-field="done"]')
+                before = int(done.inner_text().replace(",", ""))
+                provider.gate.release()  # one more batch answered
+                provider.gate.release()
+                # The page's own script fetches the progress: no reload, no eval under its CSP.
+                sync_api.expect(done).not_to_have_text(str(before), timeout=15000)
+                assert int(done.inner_text().replace(",", "")) > before
+                assert page.locator('[data-field="status"]').inner_text() == "sending"
+                page.screenshot(path=str(artifacts_dir / f"admin-{width}.png"), full_page=True)
+                page.goto(f"http://127.0.0.1:{port}/admin/issues/2026-W40")
+                assert page.locator("svg.chart").count() == 1
+                assert page.evaluate("document.documentElement.scrollWidth") <= width
+                page.screenshot(path=str(artifacts_dir / f"admin-issue-{width}.png"),
+                                full_page=True)
+                assert all(u.startswith(f"http://127.0.0.1:{port}/") for u in requests), requests
+                page.close()
+            browser.close()
+    finally:
+        for _ in range(20):
+            provider.gate.release()
+        sender.join(timeout=30)
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+    assert not sender.is_alive()
