@@ -37,7 +37,8 @@ from digest.errors import (DatabaseError, DigestError, PermanentProviderError,
                            TransientProviderError, UncertainProviderError, database_name,
                            database_reason)
 from digest.database.models import Issue, IssueEdition
-from digest.edition.personalize import NAME, PREFERENCES_URL, UNSUBSCRIBE_URL, VIEW_URL, VOTE_URL
+from digest.edition.personalize import (CLICK_READER, NAME, PREFERENCES_URL, UNSUBSCRIBE_URL,
+                                        VIEW_URL, VOTE_URL)
 from digest.delivery.plan import plan_deliveries
 from digest.delivery.providers.base import Letter, Outcome, Provider, Recipient
 from subscribers.links import Links
@@ -212,17 +213,26 @@ def links_for(issue: Issue, settings) -> Links:
     return Links(settings.base_url, Signer(settings.signing_key(), clock=lambda: issued))
 
 
+def click_signer(settings):
+    """Signs readers' click tokens; used only by issues composed in per-subscriber mode."""
+    from digest.outcomes.clicks import ClickSigner
+
+    return ClickSigner(settings.signing_key())
+
+
 class RecipientFactory:
     """Per-recipient values for one issue: only the tokens the issue uses (plus the unsubscribe
     URL the headers need), and a Message-ID fixed per delivery so a retry keeps it."""
 
-    def __init__(self, letter: Letter, links: Links, issue: Issue) -> None:
+    def __init__(self, letter: Letter, links: Links, issue: Issue, clicks=None) -> None:
         used = letter.html.tokens | letter.text.tokens
         self._links, self._key = links, issue.key
         self.issue_key = issue.key
         self._view, self._name = VIEW_URL in used, NAME in used
         self._vote, self._issue_id = VOTE_URL in used, issue.id
         self._preferences = PREFERENCES_URL in used
+        # Per-subscriber click counting (opt-in) only: the reader's token on counted links.
+        self._clicks = clicks if CLICK_READER in used else None
         self._id_suffix = issue.html_hash[:8] or str(issue.id)
 
     def message_id(self, delivery_id: int) -> str:
@@ -247,6 +257,9 @@ class RecipientFactory:
         if self._name:
             for mine, row in zip(values, rows):
                 mine[NAME] = row[3] or ""
+        if self._clicks is not None:
+            for mine, token in zip(values, self._clicks.reader_tokens(self._key, subscriber_ids)):
+                mine[CLICK_READER] = token
         prefix, suffix = f"digest.{self._key}.", f".{self._id_suffix}"
         return [Recipient(email, mine, name, delivery_id, f"{prefix}{delivery_id}{suffix}")
                 for (delivery_id, _, email, name), mine in zip(rows, values)]
@@ -262,6 +275,8 @@ class RecipientFactory:
             values[PREFERENCES_URL] = self._links.preferences(subscriber_id, email)
         if self._name:
             values[NAME] = name or ""
+        if self._clicks is not None:
+            values[CLICK_READER] = self._clicks.reader_token(self._key, subscriber_id)
         if delivery_id is None:
             return Recipient(email=email, values=values, name=name)
         return Recipient(email=email, values=values, name=name, delivery_id=delivery_id,
@@ -941,7 +956,8 @@ class IssueParts:
         self._engine, self._issue, self._settings = engine, issue, settings
         self.letter = letter_for(issue, settings)
         self._links = links_for(issue, settings)
-        self.recipients = RecipientFactory(self.letter, self._links, issue)
+        self._clicks = click_signer(settings)
+        self.recipients = RecipientFactory(self.letter, self._links, issue, self._clicks)
         self._editions: dict[int, tuple[Letter, RecipientFactory]] = {}
         self._lock = threading.Lock()
 
@@ -955,7 +971,7 @@ class IssueParts:
                         raise DigestError(f"issue {self._issue.key} has no edition {edition_id}")
                     session.expunge(edition)
                 letter = letter_for(self._issue, self._settings, edition)
-                made = (letter, RecipientFactory(letter, self._links, self._issue))
+                made = (letter, RecipientFactory(letter, self._links, self._issue, self._clicks))
                 self._editions[edition_id] = made
             return made
 
@@ -1004,7 +1020,7 @@ def send_test_copy(session: Session, issue: Issue, provider: Provider, settings,
     letter = letter_for(issue, settings)
     letter = Letter(**{**{f: getattr(letter, f) for f in letter.__dataclass_fields__},
                        "subject": f"[test] {issue.subject}"})
-    factory = RecipientFactory(letter, links_for(issue, settings), issue)
+    factory = RecipientFactory(letter, links_for(issue, settings), issue, click_signer(settings))
     # The links are bound to the address the row holds.
     recipient = factory(None, subscriber.id if subscriber else 0,
                         subscriber.email if subscriber else to.strip(),

@@ -20,7 +20,9 @@ VIEW_URL = "%%VIEW_URL%%"
 VOTE_URL = "%%VOTE_URL%%"  # `{base}/vote/{token}`; the tool and the answer follow in the path
 PREFERENCES_URL = "%%PREFERENCES_URL%%"  # `{base}/p/{token}`; `/drop/{category}` may follow
 NAME = "%%NAME%%"
-TOKENS = (UNSUBSCRIBE_URL, VIEW_URL, VOTE_URL, PREFERENCES_URL, NAME)
+# The reader's click token (`?r=` on counted links): only with DIGEST_CLICK_TRACKING=per-subscriber.
+CLICK_READER = "%%CLICK_READER%%"
+TOKENS = (UNSUBSCRIBE_URL, VIEW_URL, VOTE_URL, PREFERENCES_URL, NAME, CLICK_READER)
 _TOKEN_RE = re.compile("(" + "|".join(re.escape(t) for t in TOKENS) + ")")
 
 

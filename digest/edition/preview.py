@@ -16,7 +16,8 @@ from digest.edition.compose import draft_issue, issue_comparisons, load_issue, p
 from digest.edition.segments import segment_issue
 from digest.errors import ConfigurationError, DigestError
 from digest.database.models import Issue
-from digest.edition.personalize import NAME, PREFERENCES_URL, UNSUBSCRIBE_URL, VIEW_URL, VOTE_URL
+from digest.edition.personalize import (CLICK_READER, NAME, PREFERENCES_URL, UNSUBSCRIBE_URL,
+                                        VIEW_URL, VOTE_URL)
 from digest.edition.render import measured_size
 from digest.edition.select import editions_with_content
 from digest.settings import Settings
@@ -43,7 +44,8 @@ def sample_values(settings: Settings, key: str) -> dict[str, str]:
     return {UNSUBSCRIBE_URL: f"{settings.base_url}/u/{token}",
             VIEW_URL: f"{settings.base_url}/issues/{key}",
             VOTE_URL: f"{settings.base_url}/vote/{token}",
-            PREFERENCES_URL: f"{settings.base_url}/p/{token}", NAME: SAMPLE_NAME}
+            PREFERENCES_URL: f"{settings.base_url}/p/{token}", NAME: SAMPLE_NAME,
+            CLICK_READER: ""}  # no reader: a click from the preview is counted for nobody
 
 
 @dataclass(frozen=True)

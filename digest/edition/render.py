@@ -25,8 +25,8 @@ from mjml import mjml2html
 from digest.errors import DigestError
 from digest.edition.minify import minify_email_html
 from digest.outcomes.clicks import ClickSigner, redirect_path
-from digest.edition.personalize import (NAME, PREFERENCES_URL, TOKENS, UNSUBSCRIBE_URL,
-                                        VIEW_URL, VOTE_URL)
+from digest.edition.personalize import (CLICK_READER, NAME, PREFERENCES_URL, TOKENS,
+                                        UNSUBSCRIBE_URL, VIEW_URL, VOTE_URL)
 from digest.settings import Settings
 from digest.database.models import Comparison, Tool
 from digest.edition.summaries import (count_issue, fmt_score, headline, pick_quote, tool_stats,
@@ -39,7 +39,7 @@ from subscribers.preferences import category_slug
 BUDGET_BYTES = 102_400
 # Room kept for what each token becomes per subscriber (a signed URL, an escaped name).
 TOKEN_ALLOWANCE = {UNSUBSCRIBE_URL: 400, VIEW_URL: 400, VOTE_URL: 160, PREFERENCES_URL: 160,
-                   NAME: 200}
+                   NAME: 200, CLICK_READER: 40}
 # The reader's vote and preference links recur per tool and per category; each is the base URL
 # and a path with a token at most this long (`/vote/` + `<id>-<issue>.<tag>.<time>.<MAC>`), so
 # with the base URL known their allowance is exact and a short base URL leaves room for cards.
@@ -500,11 +500,14 @@ def tracked_cards(cards: tuple[CardView, ...], issue_key: str,
     """The cards with their links pointing at the click redirect (`/r/{token}`, the same token
     for every reader: the render stays once per issue), and {link number: destination}. A
     comparison is link number `card.number` whether it is shown in full or listed, so the
-    numbering does not depend on where the size budget cuts. `off`: the cards unchanged."""
+    numbering does not depend on where the size budget cuts. `off`: the cards unchanged;
+    `per-subscriber`: each link also carries the reader's token, a placeholder filled per
+    recipient like the unsubscribe link."""
     if settings.click_tracking == "off":
         return cards, {}
     signer = ClickSigner(settings.signing_key())
     targets = {card.number: card.url for card in cards if card.url}
+    reader = f"?r={CLICK_READER}" if settings.click_tracking == "per-subscriber" else ""
     return tuple(replace(card, url=settings.base_url + redirect_path(issue_key, card.number,
-                                                                     signer))
+                                                                     signer) + reader)
                  if card.url else card for card in cards), targets

@@ -18,7 +18,8 @@ from digest.content.categories import recent_categories
 from digest.delivery.confirmation import confirmation_sender
 from digest.edition.render import templates_root
 from digest.database.models import Issue
-from digest.edition.personalize import (NAME, PREFERENCES_URL, UNSUBSCRIBE_URL, VIEW_URL, VOTE_URL,
+from digest.edition.personalize import (CLICK_READER, NAME, PREFERENCES_URL, UNSUBSCRIBE_URL,
+                                        VIEW_URL, VOTE_URL,
                                         SplitTemplate)
 from digest.settings import Settings
 from digest.web.access import OperatorOnly, client_address, require_operator
@@ -38,7 +39,8 @@ from subscribers.tokens import Signer
 HIDDEN_ISSUE_STATES = frozenset({"ready", "skipped"})
 
 
-def issue_loader(engine: Engine, links: Links) -> Callable[[str, int], str | None]:
+def issue_loader(engine: Engine, links: Links,
+                 clicks: ClickRedirect | None = None) -> Callable[[str, int], str | None]:
     """`load_issue_html(key, subscriber_id)`: the stored issue HTML with this reader's links."""
 
     def load(key: str, subscriber_id: int) -> str | None:
@@ -54,7 +56,8 @@ def issue_loader(engine: Engine, links: Links) -> Callable[[str, int], str | Non
         values = {UNSUBSCRIBE_URL: links.unsubscribe(subscriber_id, address),
                   VIEW_URL: links.view(key, subscriber_id, address),
                   VOTE_URL: links.vote(issue_id, subscriber_id, address),
-                  PREFERENCES_URL: links.preferences(subscriber_id, address), NAME: name}
+                  PREFERENCES_URL: links.preferences(subscriber_id, address), NAME: name,
+                  CLICK_READER: clicks.signer.reader_token(key, subscriber_id) if clicks else ""}
         return SplitTemplate(html, escape_html=True).fill(values)
 
     return load
@@ -109,7 +112,7 @@ def create_app(settings: Settings, engine: Engine, *, public: bool = False,
         sessions=engine,
         links=links,
         send_confirmation=confirmation_sender(settings),
-        load_issue_html=issue_loader(engine, links),
+        load_issue_html=issue_loader(engine, links, clicks),
         templates_dir=templates_root() / "web",
         clock=clock,
         site_name=settings.site_name,

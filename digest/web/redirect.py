@@ -46,7 +46,7 @@ class ClickRedirect:
         issue_key, link_no = found
         reader = None
         given = request.query_params.get("r")
-        if given is not None:
+        if given:  # empty: a copy made for no reader (the preview)
             reader = self.signer.verify_reader(issue_key, given)
             if reader is None:
                 return PlainTextResponse("Not found", status_code=404, headers=_HEADERS)

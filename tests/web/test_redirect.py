@@ -57,7 +57,7 @@ def client(engine, settings, clock):
 
 
 def tracked(issue) -> list[str]:
-    paths = re.findall(r'href="https://digest\.example\.test(/r/[^"?]+)"', issue.html)
+    paths = re.findall(r'href="https://digest\.example\.test(/r/[^"?]+)[?"]', issue.html)
     return list(dict.fromkeys(paths))
 
 
@@ -194,21 +194,33 @@ def test_off_leaves_links_plain_and_stores_none(engine, settings, tmp_path):
 
 
 def test_per_subscriber_mode_counts_unique_readers(engine, settings, clock):
-    conf = load_settings(**{**settings.model_dump(), "click_tracking": "per-subscriber"})
-    from delivery_support import add_subscribers
+    """Opt-in: each recipient's copy carries their reader token (filled per recipient like the
+    unsubscribe link, the body still rendered once), and readers are counted once per link."""
+    from delivery_support import RecordingProvider, add_subscribers
+    from digest.delivery.send import send_issue
 
+    conf = load_settings(**{**settings.model_dump(), "click_tracking": "per-subscriber"})
     with Session(engine, expire_on_commit=False) as session:
         store(session, sample_comparisons(3))
         issue = compose_issue(session, conf, "2026-W47", now=NOW)
         session.commit()
+    assert issue.html.count("?r=%%CLICK_READER%%") == 3
     ids = add_subscribers(engine, 2)
-    signer = ClickSigner(conf.signing_key())
+    provider = RecordingProvider()
+    assert send_issue(engine, issue.id, provider, conf, clock=lambda: NOW.timestamp(),
+                      sleep=lambda s: None).sent == 2
+    links = {}
+    for r in provider.calls[0].recipients:
+        body = provider.letters[0].html.fill(r.values)
+        links[r.email] = re.findall(r'href="https://digest\.example\.test(/r/[^"]+)"', body)[0]
+    assert len(set(links.values())) == 2  # one per reader
     app = create_app(conf, engine, clock=clock, click_flush_interval=0)
-    path = tracked(issue)[0]
+    signer = ClickSigner(conf.signing_key())
     with TestClient(app, follow_redirects=False, headers={"User-Agent": BROWSER}) as client:
-        for sid in (ids[0], ids[0], ids[1]):
-            assert client.get(f"{path}?r={signer.reader_token('2026-W47', sid)}").status_code == 302
+        for email in ("reader1@example.com", "reader1@example.com", "reader2@example.com"):
+            assert client.get(links[email].replace("&amp;", "&")).status_code == 302
             clock.advance(30)
+        path = tracked(issue)[0]
         other = signer.reader_token("2026-W46", ids[0])  # a reader token of another issue
         assert client.get(f"{path}?r={other}").status_code == 404
     assert counts(engine) == {1: (3, 0)}
