@@ -170,6 +170,10 @@ class LinkCache:
         self._cache: dict[str, StoredLinks] = {}
         self._lock = threading.Lock()
 
+    def cached(self, issue_key: str) -> StoredLinks | None:
+        """Without touching the database (None: not read yet, or no such issue)."""
+        return self._cache.get(issue_key)
+
     def get(self, issue_key: str) -> StoredLinks | None:
         found = self._cache.get(issue_key)
         if found is not None:
