@@ -242,6 +242,23 @@ def _seed_history(engine, settings) -> None:
             session.commit()
 
 
+def _audit(browser, url: str, width: int, scheme: str = "light") -> None:
+    """axe-core's WCAG A/AA rules on the page: contrast, landmarks, labels, names."""
+    axe = pytest.importorskip("axe_playwright_python.sync_playwright")
+    # The page's CSP forbids eval, which is how axe is injected: allowed for the audit only.
+    page = browser.new_page(viewport={"width": width, "height": 900}, bypass_csp=True,
+                            color_scheme=scheme)
+    try:
+        page.goto(url)
+        results = axe.Axe().run(page, options={"runOnly": {"type": "tag", "values": [
+            "wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"]}})
+        problems = [(v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
+                    for v in results.response["violations"]]
+        assert problems == [], f"{url} at {width} px, {scheme}: {problems}"
+    finally:
+        page.close()
+
+
 SEED_START = dt.datetime(2026, 8, 31, 9, 0, tzinfo=UTC)  # Monday of 2026-W36
 
 
@@ -299,6 +316,9 @@ def test_dashboard_in_a_browser(engine, settings, artifacts_dir):
                 assert int(done.inner_text().replace(",", "")) > before
                 assert page.locator('[data-field="status"]').inner_text() == "sending"
                 page.screenshot(path=str(artifacts_dir / f"admin-{width}.png"), full_page=True)
+                _audit(browser, f"http://127.0.0.1:{port}/admin", width)
+                _audit(browser, f"http://127.0.0.1:{port}/admin", width, "dark")
+                _audit(browser, f"http://127.0.0.1:{port}/admin/issues/2026-W40", width)
                 page.goto(f"http://127.0.0.1:{port}/admin/issues/2026-W40")
                 assert page.locator("svg.chart").count() == 1
                 assert page.evaluate("document.documentElement.scrollWidth") <= width
