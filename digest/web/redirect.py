@@ -59,7 +59,10 @@ class ClickRedirect:
             if reader is None:
                 return PlainTextResponse("Not found", status_code=404, headers=_HEADERS)
         agent = request.headers.get("user-agent")
-        machine = request.method == "HEAD" or scanner_agent(agent)
+        # A browser's speculative prefetch says so in a header: nobody clicked.
+        prefetch = (request.headers.get("sec-purpose") or request.headers.get("purpose")
+                    or request.headers.get("x-moz") or "").startswith("prefetch")
+        machine = request.method == "HEAD" or prefetch or scanner_agent(agent)
         moved: list[int] = []
         if not machine:
             client = self.signer.client_key(str(client_address(request, self.settings)),

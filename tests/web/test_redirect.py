@@ -119,9 +119,10 @@ def test_scanner_agents_are_counted_apart(engine, issue, client, agent):
     assert counts(engine) == {1: (0, 1)}
 
 
-def test_head_requests_are_machines(engine, issue, client):
+def test_head_requests_and_prefetches_are_machines(engine, issue, client):
     assert client.head(tracked(issue)[1]).status_code == 302
-    assert counts(engine) == {2: (0, 1)}
+    assert client.get(tracked(issue)[2], headers={"Sec-Purpose": "prefetch"}).status_code == 302
+    assert counts(engine) == {2: (0, 1), 3: (0, 1)}
 
 
 def test_every_link_at_once_is_a_scanner_and_earlier_clicks_move_over(engine, issue, client,
