@@ -318,7 +318,7 @@ def create_admin(settings: Settings, engine: Engine, *, clicks: ClickRedirect | 
     async def login(request: Request) -> Response:
         if not password:
             raise HTTPException(404)
-        wait = limiter.hit(client_address(request, settings))
+        wait = limiter.hit(str(client_address(request, settings)))
         if wait is not None:
             return render(request, "admin_login.html.j2", status=429, title="Operator login",
                           error=f"Too many attempts. Try again in {int(wait // 60) + 1} min.")
