@@ -16,9 +16,8 @@ import hmac
 import secrets
 import subprocess
 import sys
-
 from collections.abc import Callable
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -272,8 +271,6 @@ def create_admin(settings: Settings, engine: Engine, *, clicks: ClickRedirect | 
         body = await request.body()
         if len(body) > 4096:
             raise HTTPException(413)
-        from urllib.parse import parse_qsl
-
         return dict(parse_qsl(body.decode("utf-8", "replace")))
 
     @router.post("/pause")

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from digest.database.models import Issue
 from digest.delivery import ledger

@@ -9,7 +9,7 @@ import re
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlmodel import Session, SQLModel
 
 from digest.database.models import IssueLink, LinkClick, LinkReader
