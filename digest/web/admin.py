@@ -39,6 +39,7 @@ from subscribers.routes import RateLimiter
 SESSION_COOKIE = "digest_admin"
 CSRF_COOKIE = "digest_admin_csrf"
 SESSION_AGE = 12 * 3600
+FORM_LIMIT = 4096  # bytes: the forms here carry a token, an issue key or a password
 LOGIN_ATTEMPTS = (5, 900.0)  # per client, per this many seconds
 PAUSED_BY_OPERATOR = "paused by the operator from the dashboard; resume it there or with `digest resume`"
 
@@ -268,9 +269,15 @@ def create_admin(settings: Settings, engine: Engine, *, clicks: ClickRedirect | 
     # --- pause and resume ------------------------------------------------------------------------
 
     async def _form(request: Request) -> dict[str, str]:
-        body = await request.body()
-        if len(body) > 4096:
+        """The posted form, refused (413) past 4 KB before more of it is read."""
+        length = request.headers.get("content-length", "")
+        if length and (not length.isdigit() or int(length) > FORM_LIMIT):
             raise HTTPException(413)
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > FORM_LIMIT:
+                raise HTTPException(413)
         return dict(parse_qsl(body.decode("utf-8", "replace")))
 
     @router.post("/pause")

@@ -152,6 +152,16 @@ def test_pause_needs_the_csrf_token_and_a_same_site_origin(settings, engine, lau
                           ).status_code == 403
 
 
+def test_oversized_forms_are_refused_unread(settings, engine, launched, sending_issue):
+    with client(app_for(settings, engine, launched), LOOPBACK) as local:
+        token = csrf_of(local.get("/admin").text)
+        big = local.post("/admin/pause", data={"issue": "2026-W47", "csrf": token,
+                                               "pad": "x" * 5000})
+        assert big.status_code == 413
+    with Session(engine) as session:
+        assert session.get(Issue, sending_issue.id).status == "sending"
+
+
 def test_pause_then_resume(settings, engine, launched, sending_issue):
     with client(app_for(settings, engine, launched), LOOPBACK) as local:
         token = csrf_of(local.get("/admin").text)
