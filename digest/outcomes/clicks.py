@@ -18,6 +18,7 @@ import base64
 import collections
 import hashlib
 import hmac
+import logging
 import re
 import threading
 import time
@@ -27,9 +28,12 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
 from digest.database import session_scope, utcnow
 from digest.database.models import Issue, IssueLink, LinkClick, LinkReader
+
+log = logging.getLogger(__name__)
 
 _MAC_BYTES = 12
 _KEY_RE = re.compile(r"\d{4}-W\d{2}")
@@ -231,6 +235,10 @@ class ClickCounter:
                 return 0
             try:
                 self._write(pending, readers)
+            except IntegrityError:
+                # The issue was deleted meanwhile: its counts have nowhere to go.
+                log.warning("dropped click counts of %d links: their issue is gone", len(pending))
+                return 0
             except Exception:
                 with self._lock:  # keep them for the next flush rather than lose them
                     for key, (h, m) in pending.items():
