@@ -252,14 +252,17 @@ def _seed_history(engine, settings) -> None:
             session.commit()
 
 
-def _audit(browser, url: str, width: int, scheme: str = "light") -> None:
+def _audit(browser, url: str, width: int, scheme: str = "light", html: str | None = None) -> None:
     """axe-core's WCAG A/AA rules on the page: contrast, landmarks, labels, names."""
     axe = pytest.importorskip("axe_playwright_python.sync_playwright")
     # The page's CSP forbids eval, which is how axe is injected: allowed for the audit only.
     page = browser.new_page(viewport={"width": width, "height": 900}, bypass_csp=True,
                             color_scheme=scheme)
     try:
-        page.goto(url)
+        if html is not None:
+            page.set_content(html)
+        else:
+            page.goto(url)
         results = axe.Axe().run(page, options={"runOnly": {"type": "tag", "values": [
             "wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"]}})
         problems = [(v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
@@ -296,6 +299,11 @@ def test_dashboard_in_a_browser(engine, settings, artifacts_dir):
     sender.start()
     app = create_app(settings, engine, clock=lambda: dt.datetime.now(UTC),
                      admin_options={"launcher": lambda key: None, "poll_ms": 150})
+    with client(app_for(settings, engine, [], admin_password=PASSWORD), REMOTE) as remote:
+        login_html = remote.get("/admin/login").text
+        wrong = remote.post("/admin/login", data={"csrf": csrf_of(login_html), "password": "x"})
+        assert wrong.status_code == 401 and "not right" in wrong.text
+        login_error_html = wrong.text
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen()
@@ -329,6 +337,8 @@ def test_dashboard_in_a_browser(engine, settings, artifacts_dir):
                 _audit(browser, f"http://127.0.0.1:{port}/admin", width)
                 _audit(browser, f"http://127.0.0.1:{port}/admin", width, "dark")
                 _audit(browser, f"http://127.0.0.1:{port}/admin/issues/2026-W40", width)
+                _audit(browser, "login page", width, html=login_html)
+                _audit(browser, "login page, wrong password", width, html=login_error_html)
                 page.goto(f"http://127.0.0.1:{port}/admin/issues/2026-W40")
                 assert page.locator("svg.chart").count() == 1
                 assert page.evaluate("document.documentElement.scrollWidth") <= width
