@@ -139,7 +139,8 @@ def create_admin(settings: Settings, engine: Engine, *, clicks: ClickRedirect | 
         raise HTTPException(403, "log in first")
 
     def secure(request: Request) -> bool:
-        return request.url.scheme == "https" or settings.base_url.startswith("https:")
+        """Secure cookies over HTTPS; an operator on loopback may use plain HTTP."""
+        return request.url.scheme == "https"
 
     def csrf_cookie(request: Request) -> tuple[str, bool]:
         """The browser's CSRF cookie (its session cookie when logged in), and whether it is new."""

@@ -294,11 +294,12 @@ def test_dashboard_in_a_browser(engine, settings, artifacts_dir):
     with Session(engine, expire_on_commit=False) as session:
         running = make_issue(session, "2026-W48")
     provider = GatedProvider(batch_limit=5)
+    resumed: list[str] = []
     sender = threading.Thread(target=send_issue, args=(engine, running.id, provider, settings),
                               daemon=True)
     sender.start()
     app = create_app(settings, engine, clock=lambda: dt.datetime.now(UTC),
-                     admin_options={"launcher": lambda key: None, "poll_ms": 150})
+                     admin_options={"launcher": resumed.append, "poll_ms": 150})
     with client(app_for(settings, engine, [], admin_password=PASSWORD), REMOTE) as remote:
         login_html = remote.get("/admin/login").text
         wrong = remote.post("/admin/login", data={"csrf": csrf_of(login_html), "password": "x"})
@@ -346,6 +347,17 @@ def test_dashboard_in_a_browser(engine, settings, artifacts_dir):
                                 full_page=True)
                 assert all(u.startswith(f"http://127.0.0.1:{port}/") for u in requests), requests
                 page.close()
+            # Pause and resume from the page itself: the CSRF cookie and token work in a browser.
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(f"http://127.0.0.1:{port}/admin")
+            page.get_by_role("button", name="Pause the send").click()
+            page.wait_for_url("**/admin?done=paused")
+            assert page.get_by_role("status").inner_text() == "The send is paused."
+            assert page.locator('[data-field="status"]').inner_text() == "paused"
+            page.get_by_role("button", name="Resume the send").click()
+            page.wait_for_url("**/admin?done=resumed")
+            assert resumed == ["2026-W48"]
+            page.close()
             browser.close()
     finally:
         for _ in range(20):
