@@ -48,10 +48,11 @@ SCANNER_AGENTS = re.compile(
     r"libwww|curl/|wget/|httpclient|axios/|node-fetch|facebookexternalhit|whatsapp|"
     r"skypeuripreview|slackbot|discordbot|linkexpanding", re.I)
 
-# Several different links of one issue from one client within this many seconds: a scanner
-# opening every link of the message at once, not a person reading.
-BURST_SECONDS = 10.0
-BURST_LINKS = 3
+# Every link of one issue (or this many, when it has more) from one client within this many
+# seconds: a scanner opening every link of the message at once, not a person reading. A person
+# opening a few comparisons in new tabs stays under it.
+BURST_SECONDS = 5.0
+BURST_LINKS = 5
 
 
 def _b64(raw: bytes) -> str:
@@ -122,8 +123,9 @@ def scanner_agent(user_agent: str | None) -> bool:
 
 class BurstDetector:
     """Remembers, for a few seconds and in memory only, which links of an issue each client
-    (a keyed digest) followed. The click that makes `BURST_LINKS` different links within
-    `BURST_SECONDS` marks that client's clicks in the window as a machine's."""
+    (a keyed digest) followed. The click that completes every link of the issue (at most
+    `BURST_LINKS` different ones) within `BURST_SECONDS` marks that client's clicks in the window
+    as a machine's."""
 
     def __init__(self, *, seconds: float = BURST_SECONDS, links: int = BURST_LINKS,
                  limit: int = 50_000) -> None:
