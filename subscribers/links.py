@@ -15,9 +15,10 @@ from urllib.parse import quote, unquote, unquote_plus
 from subscribers.tokens import Signer
 
 REDACTED = "[token]"
-# The path segment after `/u/`, `/confirm/` or `/vote/` is a token; so is a `t` parameter's value.
+# The path segment after `/u/`, `/confirm/` or `/vote/` is a token; so is the value of a `t`
+# parameter, and of `r` (a reader's click token: opt-in per-subscriber click counts).
 _TOKEN_ROUTES = frozenset({"u", "confirm", "vote"})
-_TOKEN_PARAMS = frozenset({"t"})
+_TOKEN_PARAMS = frozenset({"t", "r"})
 # Anything shaped like one of our tokens, wherever a future route puts it.
 _TOKEN_SHAPE = re.compile(r"[^./]+(?:\.[^./]+)?\.[0-9a-f]{1,16}\.[\w-]{20,}")
 

@@ -230,3 +230,13 @@ def test_per_subscriber_mode_counts_unique_readers(engine, settings, clock):
     with Session(engine) as session:
         readers = session.exec(select(LinkReader.subscriber_id)).scalars().all()
     assert sorted(readers) == sorted(ids)
+
+
+def test_reader_tokens_stay_out_of_the_access_log(settings):
+    """The link token names no one and stays readable; a reader's token is redacted."""
+    from subscribers.links import redact
+
+    signer = ClickSigner(settings.signing_key())
+    link = signer.link_token("2026-W47", 3)
+    logged = redact(f"/r/{link}?r={signer.reader_token('2026-W47', 12)}")
+    assert logged == f"/r/{link}?r=[token]"
