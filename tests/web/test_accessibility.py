@@ -241,6 +241,11 @@ def test_every_web_page_passes_the_audit(browser, site, artifacts_dir, scheme):
 
         assert page.goto(f"{base}/preview/week/{EDITION.key}").status == 200
         check("preview")
+
+        assert page.goto(f"{base}/admin").status == 200
+        check("admin")
+        assert page.goto(f"{base}/admin/issues/{EDITION.key}").status == 200
+        check("admin-issue")
     finally:
         page.close()
 
