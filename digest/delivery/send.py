@@ -258,7 +258,8 @@ class RecipientFactory:
             for mine, row in zip(values, rows):
                 mine[NAME] = row[3] or ""
         if self._clicks is not None:
-            for mine, token in zip(values, self._clicks.reader_tokens(self._key, subscriber_ids)):
+            readers = self._clicks.reader_tokens(self._key, [row[1] for row in rows])
+            for mine, token in zip(values, readers):
                 mine[CLICK_READER] = token
         prefix, suffix = f"digest.{self._key}.", f".{self._id_suffix}"
         return [Recipient(email, mine, name, delivery_id, f"{prefix}{delivery_id}{suffix}")
