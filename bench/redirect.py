@@ -132,7 +132,8 @@ def redirect_bench(rate: float, seconds: float, connections: int) -> dict:
     folder = tempfile.mkdtemp(prefix="digest-redirect-")
     url = f"sqlite:///{folder}/bench.db"
     engine, issue = _compose(url, "aggregate")
-    paths = list(dict.fromkeys(re.findall(r'href="http://127\.0\.0\.1:8000(/r/[^"?]+)', issue.html)))
+    found = re.findall(r'href="http://127\.0\.0\.1:8000(/r/[^"?]+)', issue.html)
+    paths = list(dict.fromkeys(found))
     engine.dispose()
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

@@ -93,7 +93,8 @@ def report(week: Optional[str] = typer.Option(None, "--week", metavar="YYYY-Www"
     for row in rows if week else rows[:1]:
         links = Table(title=f"{row['key']}: comparisons by clicks")
         for column in ("#", "comparison", "shown as", "people", "machines"):
-            links.add_column(column, justify="right" if column in ("people", "machines") else "left")
+            numeric = column in ("people", "machines")
+            links.add_column(column, justify="right" if numeric else "left")
         for rank, link in enumerate(row["links"], 1):
             links.add_row(str(rank), link["label"], "card" if link["kind"] == "comparison"
                           else "listed", f"{link['human']:,}", f"{link['machine']:,}")

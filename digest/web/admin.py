@@ -41,7 +41,8 @@ CSRF_COOKIE = "digest_admin_csrf"
 SESSION_AGE = 12 * 3600
 FORM_LIMIT = 4096  # bytes: the forms here carry a token, an issue key or a password
 LOGIN_ATTEMPTS = (5, 900.0)  # per client, per this many seconds
-PAUSED_BY_OPERATOR = "paused by the operator from the dashboard; resume it there or with `digest resume`"
+PAUSED_BY_OPERATOR = ("paused by the operator from the dashboard; resume it there or with "
+                      "`digest resume`")
 
 
 def launch_resume(issue_key: str) -> None:
@@ -57,7 +58,8 @@ class _Keys:
         self.session = hmac.new(secret, b"verdict-digest/admin/session", hashlib.sha256).digest()
         self.csrf = hmac.new(secret, b"verdict-digest/admin/csrf", hashlib.sha256).digest()
         # Sessions name the password they were opened with: changing it logs everyone out.
-        self.password_tag = hmac.new(self.session, password.encode(), hashlib.sha256).hexdigest()[:16]
+        tag = hmac.new(self.session, password.encode(), hashlib.sha256)
+        self.password_tag = tag.hexdigest()[:16]
         self.password_digest = hashlib.sha256(password.encode()).digest()
 
     def session_cookie(self, now: float) -> str:

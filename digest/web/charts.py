@@ -98,9 +98,11 @@ def hbar_chart(rows: Sequence[tuple[str, float, float]], *, title: str, descript
         parts.append(f'<text x="{label_w - 8}" y="{y + 15}" text-anchor="end" font-size="12" '
                      f'fill="#111827">{escape(_short(label, 26))}</text>')
         parts.append(f'<rect x="{label_w}" y="{y + 3}" width="{wa:.1f}" height="10" '
-                     f'fill="{PALETTE[0]}"><title>{escape(label)}: {_fmt(a)} {names[0]}</title></rect>')
+                     f'fill="{PALETTE[0]}"><title>{escape(label)}: {_fmt(a)} {names[0]}'
+                     '</title></rect>')
         parts.append(f'<rect x="{label_w}" y="{y + 14}" width="{wb:.1f}" height="6" '
-                     f'fill="{PALETTE[1]}"><title>{escape(label)}: {_fmt(b)} {names[1]}</title></rect>')
+                     f'fill="{PALETTE[1]}"><title>{escape(label)}: {_fmt(b)} {names[1]}'
+                     '</title></rect>')
         parts.append(f'<text x="{label_w + wa + 6:.1f}" y="{y + 13}" font-size="11" '
                      f'fill="#374151">{_fmt(a)}</text>')
     parts.append("</svg>")

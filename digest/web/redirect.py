@@ -20,7 +20,8 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 
-from digest.outcomes.clicks import BurstDetector, ClickCounter, ClickSigner, LinkCache, scanner_agent
+from digest.outcomes.clicks import (BurstDetector, ClickCounter, ClickSigner, LinkCache,
+                                    scanner_agent)
 from digest.settings import Settings
 from digest.web.access import client_address
 

@@ -105,7 +105,8 @@ def test_with_a_password_remote_clients_must_log_in_and_forged_cookies_fail(sett
         form = remote.get("/admin/login")
         token = csrf_of(form.text)
         wrong = remote.post("/admin/login", data={"csrf": token, "password": "guess"})
-        assert wrong.status_code == 401 and SESSION_COOKIE not in wrong.headers.get("set-cookie", "")
+        assert wrong.status_code == 401
+        assert SESSION_COOKIE not in wrong.headers.get("set-cookie", "")
         right = remote.post("/admin/login", data={"csrf": token, "password": PASSWORD})
         assert right.status_code == 303
         cookie = right.headers["set-cookie"]
