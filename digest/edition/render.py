@@ -479,7 +479,8 @@ def render_issue(comparisons: Sequence[Comparison], *, edition: Edition, window:
         budget = 10 * 1024 * 1024
     cards = tuple(card_view(c, i, votes) for i, c in enumerate(comparisons, 1))
     # The public web copy links straight to the comparisons: only the email's clicks count.
-    cards, targets = (cards, {}) if web else tracked_cards(cards, edition.key, settings)
+    cards, targets = ((cards, {}) if web
+                      else tracked_cards(cards, comparisons, edition.key, settings))
     frame = _Frame(context, cards, tuple(link_view(card) for card in cards))
     cache: dict[int, str] = {}
 
@@ -488,26 +489,30 @@ def render_issue(comparisons: Sequence[Comparison], *, edition: Edition, window:
         return measured_size(cache[shown], settings.base_url)
 
     shown = largest_fitting(len(comparisons), size_of, budget)
-    links = tuple(RenderedLink(card.number, "comparison" if card.number <= shown else "overflow",
-                               card.title, targets[card.number], card.url)
+    links = tuple(RenderedLink(targets[card.number][0],
+                               "comparison" if card.number <= shown else "overflow",
+                               card.title, targets[card.number][1], card.url)
                   for card in cards if card.number in targets and card.url)
     return RenderedIssue(subject, preheader, cache[shown], _render_text(frame, shown), shown,
                          len(comparisons), settings.base_url, links)
 
 
-def tracked_cards(cards: tuple[CardView, ...], issue_key: str,
-                  settings: Settings) -> tuple[tuple[CardView, ...], dict[int, str]]:
+def tracked_cards(cards: tuple[CardView, ...], comparisons: Sequence[Comparison], issue_key: str,
+                  settings: Settings) -> tuple[tuple[CardView, ...], dict[int, tuple[int, str]]]:
     """The cards with their links pointing at the click redirect (`/r/{token}`, the same token
-    for every reader: the render stays once per issue), and {link number: destination}. A
-    comparison is link number `card.number` whether it is shown in full or listed, so the
-    numbering does not depend on where the size budget cuts. `off`: the cards unchanged;
+    for every reader: the render stays once per issue), and {card number: (link number,
+    destination)}. A comparison's link number is its id, whether it is shown in full or listed
+    and in whichever segment's edition (a subset of the issue's comparisons) it appears, so
+    the links stored with the issue serve every edition of it. `off`: the cards unchanged;
     `per-subscriber`: each link also carries the reader's token, a placeholder filled per
     recipient like the unsubscribe link."""
     if settings.click_tracking == "off":
         return cards, {}
     signer = ClickSigner(settings.signing_key())
-    targets = {card.number: card.url for card in cards if card.url}
+    targets = {card.number: (comparison.id, card.url)
+               for card, comparison in zip(cards, comparisons)
+               if card.url and comparison.id is not None}  # unsaved: nothing to store it under
     reader = f"?r={CLICK_READER}" if settings.click_tracking == "per-subscriber" else ""
-    return tuple(replace(card, url=settings.base_url + redirect_path(issue_key, card.number,
-                                                                     signer) + reader)
-                 if card.url else card for card in cards), targets
+    return tuple(replace(card, url=settings.base_url + redirect_path(
+        issue_key, targets[card.number][0], signer) + reader)
+                 if card.number in targets else card for card in cards), targets

@@ -240,3 +240,23 @@ def test_reader_tokens_stay_out_of_the_access_log(settings):
     link = signer.link_token("2026-W47", 3)
     logged = redact(f"/r/{link}?r={signer.reader_token('2026-W47', 12)}")
     assert logged == f"/r/{link}?r=[token]"
+
+
+def test_an_edition_of_some_comparisons_links_through_the_issue_s_stored_links(engine, settings,
+                                                                             issue, client):
+    """A segment's edition renders a subset of the issue's comparisons: its links are the
+    issue's own (numbered by comparison, not by position), so each leads where it says."""
+    from digest.edition.compose import issue_comparisons
+    from digest.edition.render import render_issue
+    from digest.edition.weeks import Edition
+
+    with Session(engine) as session:
+        comparisons = issue_comparisons(session, issue)
+        subset = [comparisons[1], comparisons[3]]
+        week = Edition.parse(issue.key)
+        edition = render_issue(subset, edition=week, window=week.window(settings.tz),
+                               settings=settings)
+    paths = tracked(edition)
+    assert len(paths) == 2 and set(paths) <= set(tracked(issue))
+    for path, comparison in zip(paths, subset):
+        assert client.get(path).headers["location"] == comparison.url

@@ -2,7 +2,7 @@
 the opt-in per-reader table
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0009
 Create Date: 2026-12-04 11:40:00
 """
 from alembic import op
@@ -11,7 +11,7 @@ import sqlmodel
 
 
 revision = '0006'
-down_revision = '0004'
+down_revision = '0009'
 branch_labels = None
 depends_on = None
 
