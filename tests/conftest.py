@@ -179,3 +179,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             reasons[report.longrepr[2].removeprefix("Skipped: ")] += 1
     for reason, count in sorted(reasons.items(), key=lambda item: -item[1]):
         terminalreporter.write_line(f"skipped {count}: {reason}")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium for a browser test module (see `browser_support`)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from browser_support import launch
+
+    with sync_api.sync_playwright() as playwright:
+        chromium = launch(playwright)
+        yield chromium
+        chromium.close()

@@ -11,14 +11,13 @@ axe.py), inside `site` below or a test of its own."""
 from __future__ import annotations
 
 import datetime as dt
-import socket
-import threading
 from pathlib import Path
 
 import pytest
 from sqlmodel import Session
 
 from axe import assert_accessible, audit
+from browser_support import NEEDS_CHROMIUM, served
 from digest.delivery.confirmation import render_confirmation
 from digest.edition.compose import compose_issue
 from digest.edition.render import render_issue
@@ -30,26 +29,10 @@ from subscribers import lifecycle
 from subscribers.links import Links
 from subscribers.tokens import Signer
 
-CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(),
-                       reason="needs Debian's chromium at /usr/bin/chromium"),
-]
+pytestmark = NEEDS_CHROMIUM
 EDITION = Edition(2026, 47)
 NOW = dt.datetime(2026, 12, 1, 9, tzinfo=UTC)
 SCHEMES = ("light", "dark")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")
@@ -157,8 +140,6 @@ def test_confirmation_email_passes_the_audit(browser, conf, artifacts_dir, schem
 def site(engine, settings):
     """A sent issue, a week before it with content, a pending and an active reader, and the
     web app on a loopback port."""
-    import uvicorn
-
     with Session(engine, expire_on_commit=False) as session:
         start = EDITION.window(settings.tz).start + dt.timedelta(days=1)
         store(session, sample_comparisons(3, start=start))
@@ -170,21 +151,10 @@ def site(engine, settings):
         pending = lifecycle.add(session, "new@example.com", at=NOW)
         reader = lifecycle.add(session, "reader@example.com", confirmed=True, at=NOW)
         session.commit()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
-    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    app = create_app(settings.model_copy(update={"base_url": base}), engine, clock=lambda: NOW)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    links = Links(base, Signer(settings.signing_key(), clock=lambda: NOW.timestamp()))
-    try:
+    with served(lambda base: create_app(settings.model_copy(update={"base_url": base}), engine,
+                                        clock=lambda: NOW)) as base:
+        links = Links(base, Signer(settings.signing_key(), clock=lambda: NOW.timestamp()))
         yield base, links, issue, pending, reader
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

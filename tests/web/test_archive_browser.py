@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import socket
-import threading
-from pathlib import Path
 
 import pytest
 from sqlmodel import Session, select
 
+from browser_support import NEEDS_CHROMIUM, served
 from digest.database.models import Vote
 from digest.edition.compose import compose_issue
 from digest.edition.weeks import Edition
@@ -22,30 +20,13 @@ from subscribers import lifecycle
 from subscribers.links import Links
 from subscribers.tokens import Signer
 
-CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
-]
+pytestmark = NEEDS_CHROMIUM
 NOW = dt.datetime(2026, 12, 1, 9, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture
 def site(engine, settings):
     """Two sent weeks and a reader, served by uvicorn on a free loopback port."""
-    import uvicorn
-
     with Session(engine, expire_on_commit=False) as session:
         for n, week in enumerate((Edition(2026, 46), Edition(2026, 47))):
             start = week.window(settings.tz).start + dt.timedelta(days=1)
@@ -55,21 +36,9 @@ def site(engine, settings):
             session.add(issue)
         reader = lifecycle.add(session, "reader@example.com", confirmed=True, at=NOW)
         session.commit()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
-    port = sock.getsockname()[1]
-    app = create_app(settings.model_copy(update={"base_url": f"http://127.0.0.1:{port}"}),
-                     engine, clock=lambda: NOW)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{port}", issue, reader
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with served(lambda base: create_app(settings.model_copy(update={"base_url": base}), engine,
+                                        clock=lambda: NOW)) as base:
+        yield base, issue, reader
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

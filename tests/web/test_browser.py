@@ -4,23 +4,18 @@ at 375 px with nothing scrolling sideways; screenshots go to the artifacts folde
 from __future__ import annotations
 
 import datetime as dt
-import socket
-import threading
 from pathlib import Path
 
 import pytest
 from sqlmodel import Session
 
+from browser_support import NEEDS_CHROMIUM, served
 from digest.web.preview import create_app
 from digest.edition.render import render_issue
 from digest.edition.weeks import Edition
 from factories import make_comparison, make_tool, sample_comparisons, store
 
-CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
-]
+pytestmark = NEEDS_CHROMIUM
 EDITION = Edition(2026, 47)
 UTC = dt.timezone.utc
 
@@ -34,17 +29,6 @@ def _comparisons():
         make_tool("even", "Even Tool", verdict="skip", ship=1, skip=3),
         published_at=dt.datetime(2026, 11, 20, tzinfo=UTC), url="https://x.test/" + "a" * 120)
     return [*sample_comparisons(3), odd]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")
@@ -97,20 +81,11 @@ def test_email_layout(browser, email_file, artifacts_dir, width, scheme):
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_preview_site_in_a_browser(browser, engine, settings, artifacts_dir):
-    import uvicorn
-
     with Session(engine, expire_on_commit=False) as session:
         store(session, _comparisons())
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()  # connections queue here until the server thread accepts them: no waiting
-    port = sock.getsockname()[1]
     app = create_app(engine, settings, clock=lambda: dt.datetime(2026, 11, 25, tzinfo=UTC))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        page, requests = _open(browser, f"http://127.0.0.1:{port}/week/2026-W47", 1300)
+    with served(lambda _: app) as base:
+        page, requests = _open(browser, f"{base}/week/2026-W47", 1300)
         page.wait_for_load_state("load")
         frames = page.query_selector_all("iframe")
         assert [f.evaluate("el => el.clientWidth") for f in frames] == [800, 375]
@@ -118,9 +93,5 @@ def test_preview_site_in_a_browser(browser, engine, settings, artifacts_dir):
         assert phone.evaluate("document.documentElement.scrollWidth") <= 375
         assert "Quillmark vs Parsec Notes" in phone.content()
         page.screenshot(path=str(artifacts_dir / "preview-site.png"), full_page=False)
-        assert all(u.startswith(f"http://127.0.0.1:{port}/") for u in requests), requests
+        assert all(u.startswith(f"{base}/") for u in requests), requests
         page.close()
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
