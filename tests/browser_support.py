@@ -18,12 +18,10 @@ CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 REQUIRED = os.environ.get("DIGEST_REQUIRE_BROWSER") == "1"
 
-# For a browser test module: `pytestmark = NEEDS_CHROMIUM`.
-NEEDS_CHROMIUM = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists() and not REQUIRED,
-                       reason="needs Debian's chromium at /usr/bin/chromium"),
-]
+needs_chromium = pytest.mark.skipif(not CHROMIUM.exists() and not REQUIRED,
+                                    reason="needs Debian's chromium at /usr/bin/chromium")
+# For a browser test module: `pytestmark = NEEDS_CHROMIUM` (one test: both marks on it).
+NEEDS_CHROMIUM = [pytest.mark.browser, needs_chromium]
 
 
 def launch(playwright):

@@ -17,6 +17,7 @@ from digest.delivery import ledger
 from digest.settings import load_settings
 from digest.web.admin import PAUSED_BY_OPERATOR, SESSION_COOKIE
 from digest.web.app import create_app
+from browser_support import needs_chromium, served
 from delivery_support import RecordingProvider, add_subscribers, make_issue
 from subscribers import lifecycle
 from subscribers.routes import RateLimiter
@@ -197,9 +198,6 @@ def test_pages_are_not_framed_and_load_nothing_from_elsewhere(settings, engine, 
 
 # --- in a browser ---------------------------------------------------------------------------------
 
-CHROMIUM = "/usr/bin/chromium"
-
-
 class GatedProvider(RecordingProvider):
     """Answers a batch only when the test lets it: the send proceeds step by step."""
 
@@ -276,18 +274,13 @@ def _audit(browser, url: str, width: int, scheme: str = "light", html: str | Non
 SEED_START = dt.datetime(2026, 8, 31, 9, 0, tzinfo=UTC)  # Monday of 2026-W36
 
 
-@pytest.mark.browser
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_dashboard_in_a_browser(engine, settings, artifacts_dir):
+@pytest.mark.browser
+@needs_chromium
+def test_dashboard_in_a_browser(browser, engine, settings, artifacts_dir):
     """12 sent issues and a running send at 1280 and 375 px: charts, nothing scrolling
     sideways, and the progress moving as batches are answered, without reloading the page."""
-    import os
-    import socket
-
-    if not os.path.exists(CHROMIUM):
-        pytest.skip("needs Debian's chromium at /usr/bin/chromium")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    import uvicorn
+    from playwright.sync_api import expect
 
     from digest.delivery.send import send_issue
 
@@ -306,23 +299,13 @@ def test_dashboard_in_a_browser(engine, settings, artifacts_dir):
         wrong = remote.post("/admin/login", data={"csrf": csrf_of(login_html), "password": "x"})
         assert wrong.status_code == 401 and "not right" in wrong.text
         login_error_html = wrong.text
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
     try:
-        with sync_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=CHROMIUM,
-                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        with served(lambda _: app) as base:
             for width in (1280, 375):
                 page = browser.new_page(viewport={"width": width, "height": 900})
                 requests: list[str] = []
                 page.on("request", lambda request: requests.append(request.url))
-                page.goto(f"http://127.0.0.1:{port}/admin")
+                page.goto(f"{base}/admin")
                 page.wait_for_selector("#progress")
                 assert page.locator("svg.chart").count() >= 3
                 assert page.locator("table.data tbody tr").count() >= 12 + 12
@@ -332,25 +315,25 @@ def test_dashboard_in_a_browser(engine, settings, artifacts_dir):
                 provider.gate.release()  # one more batch answered
                 provider.gate.release()
                 # The page's own script fetches the progress: no reload, no eval under its CSP.
-                sync_api.expect(done).not_to_have_text(str(before), timeout=15000)
+                expect(done).not_to_have_text(str(before), timeout=15000)
                 assert int(done.inner_text().replace(",", "")) > before
                 assert page.locator('[data-field="status"]').inner_text() == "sending"
                 page.screenshot(path=str(artifacts_dir / f"admin-{width}.png"), full_page=True)
-                _audit(browser, f"http://127.0.0.1:{port}/admin", width)
-                _audit(browser, f"http://127.0.0.1:{port}/admin", width, "dark")
-                _audit(browser, f"http://127.0.0.1:{port}/admin/issues/2026-W40", width)
+                _audit(browser, f"{base}/admin", width)
+                _audit(browser, f"{base}/admin", width, "dark")
+                _audit(browser, f"{base}/admin/issues/2026-W40", width)
                 _audit(browser, "login page", width, html=login_html)
                 _audit(browser, "login page, wrong password", width, html=login_error_html)
-                page.goto(f"http://127.0.0.1:{port}/admin/issues/2026-W40")
+                page.goto(f"{base}/admin/issues/2026-W40")
                 assert page.locator("svg.chart").count() == 1
                 assert page.evaluate("document.documentElement.scrollWidth") <= width
                 page.screenshot(path=str(artifacts_dir / f"admin-issue-{width}.png"),
                                 full_page=True)
-                assert all(u.startswith(f"http://127.0.0.1:{port}/") for u in requests), requests
+                assert all(u.startswith(f"{base}/") for u in requests), requests
                 page.close()
             # Pause and resume from the page itself: the CSRF cookie and token work in a browser.
             page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(f"http://127.0.0.1:{port}/admin")
+            page.goto(f"{base}/admin")
             page.get_by_role("button", name="Pause the send").click()
             page.wait_for_url("**/admin?done=paused")
             assert page.get_by_role("status").inner_text() == "The send is paused."
@@ -359,12 +342,8 @@ def test_dashboard_in_a_browser(engine, settings, artifacts_dir):
             page.wait_for_url("**/admin?done=resumed")
             assert resumed == ["2026-W48"]
             page.close()
-            browser.close()
     finally:
         for _ in range(20):
             provider.gate.release()
         sender.join(timeout=30)
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
     assert not sender.is_alive()
