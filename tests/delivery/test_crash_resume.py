@@ -636,8 +636,13 @@ def read_only(db_url: str) -> tuple[str, str]:
     if db_url.startswith("sqlite"):
         path = db_url.removeprefix("sqlite:///")
         return f"sqlite:///file:{path}?mode=ro&uri=true", path
-    return (db_url + "?options=-c%20default_transaction_read_only%3Don",
-            db_url.rsplit("/", 1)[1])
+    # A URL object, not string concatenation: a server reached by its socket folder already has
+    # a query (`?host=/tmp/...`, as the throwaway test server's does).
+    from sqlalchemy.engine import make_url
+
+    url = make_url(db_url)
+    read_only_url = url.update_query_dict({"options": "-c default_transaction_read_only=on"})
+    return read_only_url.render_as_string(hide_password=False), url.database
 
 
 def test_a_read_only_database_is_one_line_and_a_later_run_sends(db_url, engine, session, sink,
