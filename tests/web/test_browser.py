@@ -63,6 +63,15 @@ def test_email_layout(browser, email_file, artifacts_dir, width, scheme):
         assert page.evaluate("document.documentElement.scrollWidth") <= width
         firsts, seconds = _boxes(page, ".tool-a .box"), _boxes(page, ".tool-b .box")
         assert len(firsts) == len(seconds) == 4
+        # Every tool's community line and vote links are readable (the pair's wrapper sets
+        # font-size 0, so text outside a tool's box would take no space and show nothing).
+        for selector in (".community", ".vote a"):
+            found = page.locator(selector)
+            assert found.count() >= 8
+            for i in range(found.count()):
+                assert found.nth(i).is_visible(), selector
+                size = found.nth(i).evaluate("el => parseFloat(getComputedStyle(el).fontSize)")
+                assert size >= 12, (selector, size)
         for a, b in zip(firsts, seconds):
             assert a["x"] >= 0 and b["x"] + b["width"] <= width
             if width == 375:
