@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 from sqlmodel import Session, SQLModel
 
 import digest.database.models  # noqa: F401
+from conftest import migrate
 from digest.database import make_engine, require_schema, schema_state, upgrade
 
 
@@ -55,40 +55,13 @@ def test_a_missing_sqlite_file_is_refused_and_not_created(tmp_path):
 
 # --- 0002: ledgers written before delivery batches ----------------------------------------------
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def fresh_url(request, tmp_path):
-    """An empty database with no schema at all, of either backend."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'fresh.db'}"
-        return
-    from conftest import _pg_database
-
-    admin, name, url = _pg_database(request.getfixturevalue("pg_server_url"))
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
-def _migrate(engine, revision: str, down: bool = False) -> None:
-    from alembic import command
-
-    from digest.database import alembic_config
-
-    cfg = alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.connect() as conn:
-        cfg.attributes["connection"] = conn
-        (command.downgrade if down else command.upgrade)(cfg, revision)
-        conn.commit()
-
-
 def test_0002_carries_an_in_flight_ledger_over(fresh_url):
     """A ledger written by 0001 mid-send: requests in flight or unanswered keep their keys and
     become uncertain batches; everything else is cut into runs, pending or done."""
     from digest.delivery import ledger
 
     engine = make_engine(fresh_url)
-    _migrate(engine, "0001")
+    migrate(engine, "0001")
     t = "2026-11-23 09:00:00+00:00"
     with engine.begin() as conn:
         conn.execute(text(
@@ -107,7 +80,7 @@ def test_0002_carries_an_in_flight_ledger_over(fresh_url):
             " reason, updated_at) VALUES (:i, 1, :i, :s, :k, 1, '', :t)"),
             [{"i": i + 1, "s": s, "k": k, "t": t} for i, (s, k) in enumerate(zip(states, keys))])
 
-    _migrate(engine, "0002")  # the carry-over itself
+    migrate(engine, "0002")  # the carry-over itself
     assert upgrade(engine) == schema_state(engine)[1]  # on to the head the ledger's code expects
     with Session(engine) as session:
         counts = ledger.counts(session, 1)
@@ -134,7 +107,7 @@ def test_0002_carries_an_in_flight_ledger_over(fresh_url):
         session.rollback()
 
     # And back: the unanswered rows are uncertain rows under their keys again.
-    _migrate(engine, "0001", down=True)
+    migrate(engine, "0001", down=True)
     with engine.connect() as conn:
         back = dict(conn.execute(text(
             "SELECT status, COUNT(*) FROM deliveries GROUP BY status")).all())
@@ -152,7 +125,7 @@ def test_0004_keeps_batches_left_in_flight_in_doubt_and_goes_back(fresh_url):
     from digest.delivery import ledger
 
     engine = make_engine(fresh_url)
-    _migrate(engine, "0002")
+    migrate(engine, "0002")
     t = "2026-11-23 09:00:00+00:00"
     with engine.begin() as conn:
         conn.execute(text(
@@ -192,7 +165,7 @@ def test_0004_keeps_batches_left_in_flight_in_doubt_and_goes_back(fresh_url):
         session.commit()
         assert ledger.counts(session, 1).by_status == {"sent": 2, "uncertain": 4, "sending": 2}
 
-    _migrate(engine, "0002", down=True)
+    migrate(engine, "0002", down=True)
     with engine.connect() as conn:
         back = dict(conn.execute(text("SELECT key, status FROM delivery_batches")).all())
     assert back == {None: "done", "old-a": "uncertain", "old-b": "uncertain", "new-a": "claimed"}
@@ -209,7 +182,7 @@ def test_every_migration_after_0002_goes_down_and_up_keeping_rows(fresh_url):
     """A rebuilt table on SQLite (Alembic's batch mode) drops the old one with foreign keys on,
     and ON DELETE CASCADE would silently empty the ledger: this walks the chain to catch it."""
     engine = make_engine(fresh_url)
-    _migrate(engine, "0002")
+    migrate(engine, "0002")
     with engine.begin() as conn:
         conn.execute(text(
             "INSERT INTO subscribers (id, email, status, source, created_at, updated_at)"
@@ -230,7 +203,7 @@ def test_every_migration_after_0002_goes_down_and_up_keeping_rows(fresh_url):
 
     head = upgrade(engine)
     assert rows() == (1, 1), f"upgrading to {head} lost rows"
-    _migrate(engine, "0002", down=True)
+    migrate(engine, "0002", down=True)
     assert rows() == (1, 1), "downgrading to 0002 lost rows"
     assert upgrade(engine) == head and rows() == (1, 1)
     engine.dispose()

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import email
 import email.policy
-import ipaddress
 import socket
 import ssl
 import threading
@@ -16,6 +14,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
+from tls_support import self_signed_certificate
 from digest.errors import ConfigurationError, PermanentProviderError, TransientProviderError
 from digest.delivery.providers.smtp import SmtpProvider, SmtpTarget
 from provider_samples import ISSUE, letter, recipients
@@ -344,7 +343,7 @@ def test_login_with_url_credentials(smtp_server):
 
 
 def test_starttls_upgrade(smtp_server, tmp_path):
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_certificate(tmp_path)
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_tls.load_cert_chain(cert, key)
     sink = Sink()
@@ -380,32 +379,6 @@ def test_url_forms(url, expected):
 def test_bad_urls_name_the_setting(url):
     with pytest.raises(ConfigurationError, match="DIGEST_SMTP_URL"):
         SmtpTarget.from_url(url)
-
-
-def _self_signed(folder):
-    """A throwaway certificate for 127.0.0.1, made with `cryptography`."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(hours=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
 
 
 def test_registry_builds_smtp_from_settings(tmp_path, monkeypatch):

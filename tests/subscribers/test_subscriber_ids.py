@@ -5,42 +5,17 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlmodel import Session
 
+from conftest import migrate
 from digest.database import alembic_config, make_engine, require_schema, upgrade
 from subscribers import lifecycle
 
 T0 = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.timezone.utc)
 BEFORE_0003 = ScriptDirectory.from_config(alembic_config("sqlite://")).get_revision(
     "0003").down_revision
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def fresh_url(request, tmp_path):
-    """An empty database with no schema at all, of either backend."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'fresh.db'}"
-        return
-    from conftest import _pg_database
-
-    admin, name, url = _pg_database(request.getfixturevalue("pg_server_url"))
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
-def _migrate(engine, revision: str, down: bool = False) -> None:
-    from alembic import command
-
-    cfg = alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.connect() as conn:
-        cfg.attributes["connection"] = conn
-        (command.downgrade if down else command.upgrade)(cfg, revision)
-        conn.commit()
 
 
 def _counts(engine) -> tuple[int, int]:
@@ -65,7 +40,7 @@ def _erase(engine, address: str) -> None:
 
 def test_0003_keeps_every_row_and_ids_are_never_given_again(fresh_url):
     engine = make_engine(fresh_url)
-    _migrate(engine, BEFORE_0003)
+    migrate(engine, BEFORE_0003)
     t = "2026-11-23 09:00:00+00:00"
     with engine.begin() as conn:
         conn.execute(text(
@@ -108,7 +83,7 @@ def test_0003_keeps_every_row_and_ids_are_never_given_again(fresh_url):
     assert _sign_up(engine, "new2@example.com", 2) > newcomer
 
     # And back down: the columns go, every row stays.
-    _migrate(engine, BEFORE_0003, down=True)
+    migrate(engine, BEFORE_0003, down=True)
     assert _counts(engine) == (300, 299)
     engine.dispose()
 
