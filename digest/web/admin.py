@@ -283,28 +283,34 @@ def create_admin(settings: Settings, engine: Engine, *, clicks: ClickRedirect | 
                 raise HTTPException(413)
         return dict(parse_qsl(body.decode("utf-8", "replace")))
 
-    @router.post("/pause")
-    async def pause(request: Request) -> Response:
+    async def operator_form(request: Request) -> str:
+        """A pause/resume post from the dashboard: the operator checked, its CSRF token checked;
+        the issue key it names."""
         gate(request)
         form = await _form(request)
         check_csrf(request, form.get("csrf", ""))
+        return form.get("issue", "")
+
+    def named_issue(session: Session, key: str) -> Issue:
+        issue = session.exec(select(Issue).where(Issue.key == key)).first()
+        if issue is None:
+            raise HTTPException(404)
+        return issue
+
+    @router.post("/pause")
+    async def pause(request: Request) -> Response:
+        key = await operator_form(request)
         with session_scope(engine) as session:
-            issue = session.exec(select(Issue).where(Issue.key == form.get("issue", ""))).first()
-            if issue is None:
-                raise HTTPException(404)
+            issue = named_issue(session, key)
             paused = ledger.pause_send(session, issue.id, reason=PAUSED_BY_OPERATOR)
         return RedirectResponse(f"/admin?done={'paused' if paused else 'not-sending'}",
                                 status_code=303)
 
     @router.post("/resume")
     async def resume(request: Request) -> Response:
-        gate(request)
-        form = await _form(request)
-        check_csrf(request, form.get("csrf", ""))
+        key = await operator_form(request)
         with Session(engine) as session:
-            issue = session.exec(select(Issue).where(Issue.key == form.get("issue", ""))).first()
-            if issue is None:
-                raise HTTPException(404)
+            issue = named_issue(session, key)
             status = issue.status
         if status != "paused":
             return RedirectResponse("/admin?done=not-paused", status_code=303)
