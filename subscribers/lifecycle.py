@@ -147,15 +147,23 @@ REACTIVATE = Transition("reactivate", "active",
                         frozenset({"active"}), "confirmed_at")
 
 
+_LEAVING = frozenset({"unsubscribed", "bounced", "complained"})
+
+
 def apply(session: Session, subscriber: Subscriber, transition: Transition, *,
-          at: dt.datetime) -> bool:
-    """The one guarded status update. True if the status changed, False if already satisfied."""
+          at: dt.datetime, issue_id: int | None = None) -> bool:
+    """The one guarded status update. True if the status changed, False if already satisfied.
+
+    A change that takes the reader off the list records `issue_id`, the issue whose mail it
+    came by (None: not known), so reports count it toward that issue."""
     _aware(at)
     if subscriber.status in transition.settled:
         return False
     if subscriber.status not in transition.allowed_from:
         raise ForbiddenTransition(transition, subscriber)
     subscriber.status = transition.target
+    if transition.target in _LEAVING:
+        subscriber.left_issue_id = issue_id
     if transition.stamp:
         setattr(subscriber, transition.stamp, at)
     subscriber.updated_at = at
@@ -172,8 +180,9 @@ def confirm(session: Session, subscriber: Subscriber, *, at: dt.datetime) -> boo
     return apply(session, subscriber, CONFIRM, at=at)
 
 
-def unsubscribe(session: Session, subscriber: Subscriber, *, at: dt.datetime) -> bool:
-    return apply(session, subscriber, UNSUBSCRIBE, at=at)
+def unsubscribe(session: Session, subscriber: Subscriber, *, at: dt.datetime,
+                issue_id: int | None = None) -> bool:
+    return apply(session, subscriber, UNSUBSCRIBE, at=at, issue_id=issue_id)
 
 
 def resubscribe(session: Session, subscriber: Subscriber, *, at: dt.datetime) -> bool:
@@ -359,8 +368,9 @@ _EVENT_TRANSITIONS = {"bounced": BOUNCE, "complained": COMPLAIN, "unsubscribed":
 
 
 def apply_provider_event(session: Session, email: str, kind: EventKind, *,
-                         at: dt.datetime) -> bool:
-    """Record a provider's bounce, complaint or unsubscribe for an address.
+                         at: dt.datetime, issue_id: int | None = None) -> bool:
+    """Record a provider's bounce, complaint or unsubscribe for an address; `issue_id` is the
+    issue of the message the event is about, when known.
 
     True if a status changed. An unknown or unparsable address, a repeat, an event that is
     already outranked (an unsubscribe after a bounce), or one older than the subscriber's latest
@@ -382,4 +392,4 @@ def apply_provider_event(session: Session, email: str, kind: EventKind, *,
         return False
     if subscriber.status == "active" and subscriber.confirmed_at and at < subscriber.confirmed_at:
         return False
-    return apply(session, subscriber, transition, at=at)
+    return apply(session, subscriber, transition, at=at, issue_id=issue_id)

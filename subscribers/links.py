@@ -31,8 +31,11 @@ class Links:
     def confirm(self, subscriber_id: int, email: str) -> str:
         return f"{self.base_url}/confirm/{self.signer.sign('confirm', subscriber_id, email)}"
 
-    def unsubscribe(self, subscriber_id: int, email: str) -> str:
-        return f"{self.base_url}/u/{self.signer.sign('unsubscribe', subscriber_id, email)}"
+    def unsubscribe(self, subscriber_id: int, email: str, issue_id: int | None = None) -> str:
+        """The reader's unsubscribe link; with `issue_id` (every issue's mail), the link names
+        the issue it came in, so the unsubscribe counts toward that issue."""
+        subject = subscriber_id if issue_id is None else issue_subject(issue_id, subscriber_id)
+        return f"{self.base_url}/u/{self.signer.sign('unsubscribe', subject, email)}"
 
     def view(self, issue_key: str, subscriber_id: int, email: str) -> str:
         token = self.signer.sign("view", subscriber_id, email)
@@ -53,9 +56,10 @@ class Links:
     def holders(self, subscriber_ids: Sequence[int], emails: Sequence[str]) -> list[str]:
         return self.signer.bind_many(subscriber_ids, emails)
 
-    def unsubscribe_many(self, holders: Sequence[str]) -> list[str]:
+    def unsubscribe_many(self, holders: Sequence[str], issue_id: int | None = None) -> list[str]:
         prefix = f"{self.base_url}/u/"
-        return [prefix + token for token in self.signer.sign_many("unsubscribe", holders)]
+        subjects = holders if issue_id is None else _with_issue(holders, issue_id)
+        return [prefix + token for token in self.signer.sign_many("unsubscribe", subjects)]
 
     def view_many(self, issue_key: str, holders: Sequence[str]) -> list[str]:
         prefix = f"{self.base_url}/issues/{quote(issue_key, safe='')}?t="
@@ -67,23 +71,41 @@ class Links:
 
     def vote_many(self, issue_id: int, holders: Sequence[str]) -> list[str]:
         prefix = f"{self.base_url}/vote/"
-        # `7.<tag>` -> `7-42.<tag>`: the vote subject, bound to the same reader
-        suffix = f"-{issue_id}."
-        subjects = [holder.replace(".", suffix, 1) for holder in holders]
-        return [prefix + token for token in self.signer.sign_many("vote", subjects)]
+        return [prefix + token for token in self.signer.sign_many("vote",
+                                                                  _with_issue(holders, issue_id))]
 
 
-def vote_subject(issue_id: int, subscriber_id: int) -> str:
-    """A vote token names the reader and the issue whose links they used: `7-42`."""
+def _with_issue(holders: Sequence[str], issue_id: int) -> list[str]:
+    """`7.<tag>` -> `7-42.<tag>`: the issue's subject, bound to the same reader. One string
+    replace per recipient: a send makes these a million times."""
+    suffix = f"-{issue_id}."
+    return [holder.replace(".", suffix, 1) for holder in holders]
+
+
+def issue_subject(issue_id: int, subscriber_id: int) -> str:
+    """A token about one reader and one issue names both: `7-42` (reader 7, issue 42)."""
     return f"{subscriber_id}-{issue_id}"
+
+
+vote_subject = issue_subject  # a vote token always names its issue
 
 
 def parse_vote_subject(subject: str) -> tuple[int, int]:
     """(subscriber_id, issue_id) from a verified vote token's subject; ValueError otherwise."""
-    subscriber, _, issue = subject.partition("-")
-    if not (subscriber.isdigit() and issue.isdigit()):
+    subscriber_id, issue_id = parse_issue_subject(subject)
+    if issue_id is None:
         raise ValueError("not a vote subject")
-    return int(subscriber), int(issue)
+    return subscriber_id, issue_id
+
+
+def parse_issue_subject(subject: str) -> tuple[int, int | None]:
+    """(subscriber_id, issue_id) from a verified token's subject: `7-42`, or `7` for a token
+    that names no issue (unsubscribe links from before they did, the preference page's).
+    ValueError for anything else."""
+    subscriber, dash, issue = subject.partition("-")
+    if not subscriber.isdigit() or (dash and not issue.isdigit()):
+        raise ValueError("not a subscriber subject")
+    return int(subscriber), int(issue) if dash else None
 
 
 def redact(path: str) -> str:

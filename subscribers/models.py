@@ -51,6 +51,11 @@ class Subscriber(SQLModel, table=True):
     # The segment those choices make (`Preferences.key`, e.g. `code-review+data-tools:ship`),
     # kept with them so the plan joins readers to their edition in SQL.
     segment: str = Field(default="all", sa_type=Text)
+    # The issue whose mail the reader left the list by: the unsubscribe link or header they used,
+    # the message that hard-bounced or was reported as spam. NULL when that is not known (a
+    # link from before links named their issue, a change made by hand); reports then give the
+    # change to the last issue mailed before it. No foreign key: this package knows no issues.
+    left_issue_id: Optional[int] = Field(default=None, sa_column=Column(Integer, nullable=True))
 
 
 class Suppression(SQLModel, table=True):

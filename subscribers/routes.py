@@ -10,6 +10,8 @@ Rules these routes keep:
 - `GET /u/{token}` never changes anything: link scanners fetch every URL in a message. Only
   `POST /u/{token}` (the page's one button, or a mailbox provider's RFC 8058 one-click request)
   unsubscribes; it answers 200 with no redirect and no cookie, and repeating it is harmless.
+- An unsubscribe link in an issue's mail names that issue (signed with the reader), and the
+  unsubscribe is recorded with it (`Subscriber.left_issue_id`); links naming no issue still work.
 - A token acts only on the reader it was issued for (`holder`): the row its id leads to must
   still hold the address the token is bound to, so a removed reader's links reach nobody else.
 - Token pages send `Referrer-Policy: no-referrer` so a token in the URL never leaks to the sites
@@ -36,7 +38,7 @@ from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from subscribers import lifecycle, storage
-from subscribers.links import Links
+from subscribers.links import Links, parse_issue_subject
 from subscribers.models import Subscriber
 from subscribers.tokens import BadToken
 
@@ -178,12 +180,25 @@ def create_router(*, sessions: Engine | Callable[[], Session], links: Links,
                lock: bool = False) -> Subscriber | None:
         """The subscriber a genuine token was issued for, or None when they are gone (their row
         removed, or the id now someone else's). BadToken for anything not genuine."""
+        return holder_and_issue(session, token, purpose, lock=lock)[0]
+
+    def holder_and_issue(session: Session, token: str, purpose: str, *,
+                         lock: bool = False) -> tuple[Subscriber | None, int | None]:
+        """`holder`, and the issue the token names: an unsubscribe link in an issue's mail
+        names it (`7-42`); older links and the preference page's name none."""
         claim = links.signer.verify(token, purpose)
-        subscriber = lifecycle.get(session, claim.subject_id, lock=lock)
+        if purpose == "unsubscribe":
+            try:
+                subscriber_id, issue_id = parse_issue_subject(claim.subject)
+            except ValueError:
+                raise BadToken("bad subject") from None
+        else:
+            subscriber_id, issue_id = claim.subject_id, None
+        subscriber = lifecycle.get(session, subscriber_id, lock=lock)
         if subscriber is None or not links.signer.held_by(claim, subscriber.email,
                                                           since=subscriber.created_at):
-            return None
-        return subscriber
+            return None, None
+        return subscriber, issue_id
 
     def page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
         body = env.get_template(template).render(**context)
@@ -380,13 +395,14 @@ def create_router(*, sessions: Engine | Callable[[], Session], links: Links,
         the body (`List-Unsubscribe=One-Click`) is not needed. 200, no redirect, no cookie."""
         with unit_of_work() as session:
             try:
-                subscriber = holder(session, token, "unsubscribe", lock=True)
+                subscriber, issue_id = holder_and_issue(session, token, "unsubscribe", lock=True)
             except BadToken:
                 return bad_link()
             if subscriber is None:
                 return not_on_list()
             try:
-                lifecycle.unsubscribe(session, subscriber, at=clock())
+                # Counted toward the issue whose link or List-Unsubscribe header was used.
+                lifecycle.unsubscribe(session, subscriber, at=clock(), issue_id=issue_id)
             except lifecycle.ForbiddenTransition:
                 pass  # bounced or complained: mailing already stopped, and must stay so
             status = subscriber.status

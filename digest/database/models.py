@@ -252,10 +252,37 @@ class WebhookEvent(SQLModel, table=True):
     event_id: str = Field(max_length=300)
     kind: str = Field(default="", max_length=40)
     email_hash: str = Field(default="", max_length=64)
-    # For complaints: the issue complained about (the complaint cut-off counts these).
+    # For complaints: the issue complained about (the complaint cut-off counts these); for
+    # bounces, the issue of the message that bounced (reports count soft bounces from here).
     issue_id: Optional[int] = Field(default=None, sa_column=Column(
         Integer, ForeignKey("issues.id", ondelete="SET NULL"), nullable=True, index=True))
+    # The delivery the event names (by the provider's message id), when it is known. No foreign
+    # key: the event outlives nothing it needs from the row.
+    delivery_id: Optional[int] = None
     received_at: dt.datetime = Field(default_factory=utcnow, sa_column=_ts(False))
+
+
+class IssueTotals(SQLModel, table=True):
+    """The ledger counts of a finished issue, written once when it is sent (or the first time a
+    report sees it sent): a sent issue's ledger no longer changes, and counting its deliveries
+    on every dashboard load is the dashboard's cost. `sent_at` is the issue's at that time: if
+    it differs (the issue was sent again), the row is stale and is computed anew.
+
+    Webhook outcomes (bounces, complaints, unsubscribes) are not here: they keep arriving
+    after an issue is sent and are counted from their own small tables on each load."""
+
+    __tablename__ = "issue_totals"
+
+    issue_id: int = Field(sa_column=Column(Integer, ForeignKey("issues.id", ondelete="CASCADE"),
+                                           primary_key=True, autoincrement=False))
+    sent_at: dt.datetime = Field(sa_column=_ts(False))
+    planned: int = 0
+    delivered: int = 0
+    failed: int = 0
+    skipped: int = 0
+    uncertain: int = 0
+    open: int = 0
+    computed_at: dt.datetime = Field(default_factory=utcnow, sa_column=_ts(False))
 
 
 # --- readers' votes ------------------------------------------------------------------------

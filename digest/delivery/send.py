@@ -244,7 +244,8 @@ class RecipientFactory:
         one dict and one plain object (the hot loop of a send: every call per recipient shows
         at a million)."""
         holders = self._links.holders([row[1] for row in rows], [row[2] for row in rows])
-        values = [{UNSUBSCRIBE_URL: url} for url in self._links.unsubscribe_many(holders)]
+        values = [{UNSUBSCRIBE_URL: url}
+                  for url in self._links.unsubscribe_many(holders, self._issue_id)]
         if self._view:
             for mine, url in zip(values, self._links.view_many(self._key, holders)):
                 mine[VIEW_URL] = url
@@ -258,7 +259,7 @@ class RecipientFactory:
             for mine, row in zip(values, rows):
                 mine[NAME] = row[3] or ""
         if self._clicks is not None:
-            readers = self._clicks.reader_tokens(self._key, [row[1] for row in rows])
+            readers = self._clicks.reader_tokens(self._key, holders)
             for mine, token in zip(values, readers):
                 mine[CLICK_READER] = token
         prefix, suffix = f"digest.{self._key}.", f".{self._id_suffix}"
@@ -267,7 +268,7 @@ class RecipientFactory:
 
     def __call__(self, delivery_id: int | None, subscriber_id: int, email: str,
                  name: str | None) -> Recipient:
-        values = {UNSUBSCRIBE_URL: self._links.unsubscribe(subscriber_id, email)}
+        values = {UNSUBSCRIBE_URL: self._links.unsubscribe(subscriber_id, email, self._issue_id)}
         if self._view:
             values[VIEW_URL] = self._links.view(self._key, subscriber_id, email)
         if self._vote:
@@ -277,7 +278,8 @@ class RecipientFactory:
         if self._name:
             values[NAME] = name or ""
         if self._clicks is not None:
-            values[CLICK_READER] = self._clicks.reader_token(self._key, subscriber_id)
+            values[CLICK_READER] = self._clicks.reader_token(
+                self._key, self._links.holders([subscriber_id], [email])[0])
         if delivery_id is None:
             return Recipient(email=email, values=values, name=name)
         return Recipient(email=email, values=values, name=name, delivery_id=delivery_id,

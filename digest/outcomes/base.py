@@ -31,7 +31,9 @@ class ProviderEvent:
     kind: Kind
     email: str | None
     issue_key: str | None = None
-    hard: bool = False  # for bounces: permanent. Soft bounces are recorded nowhere.
+    # For bounces: permanent. A soft (temporary) bounce changes no subscriber; it is recorded
+    # against its delivery and reported apart.
+    hard: bool = False
     occurred_at: dt.datetime | None = None
     # A second id for the signed request itself, where the signature does not cover the event
     # (Mailgun signs only timestamp + token): seen once, any request carrying it is a replay.
@@ -39,6 +41,10 @@ class ProviderEvent:
     # Why the event could not be read, naming fields and types only (it is logged): such an
     # event is skipped and counted, never applied.
     malformed: str | None = None
+    # The provider's id of the message the event is about, as our ledger stored it when the
+    # provider accepted the message (`Delivery.provider_message_id`, see `message_key`): it
+    # names the delivery, and so the issue, the event belongs to.
+    message_id: str | None = None
 
     @property
     def actionable(self) -> bool:
@@ -48,6 +54,22 @@ class ProviderEvent:
         if self.kind == "bounced":
             return self.hard
         return self.kind in ("complained", "unsubscribed")
+
+
+    @property
+    def soft_bounce(self) -> bool:
+        """A temporary failure (mailbox full, greylisted, deferred): recorded, not acted on."""
+        return self.kind == "bounced" and not self.hard and bool(self.email) \
+            and not self.malformed
+
+
+def message_key(message_id: str | None) -> str | None:
+    """A provider's message id in the one spelling the ledger and the webhooks share: without
+    the angle brackets Mailgun's send answer puts around it."""
+    if not message_id:
+        return None
+    key = message_id.strip().removeprefix("<").removesuffix(">").strip()
+    return key or None
 
 
 class WebhookRejected(Exception):

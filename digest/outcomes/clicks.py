@@ -6,7 +6,8 @@ link's number in it (`2026-W47.3.<mac>`): the same for every reader, so the issu
 rendered once and a click cannot be tied to a person. The destination is the URL stored for that
 link when the issue was composed, never anything taken from the request. With the opt-in
 `per-subscriber` mode each recipient's copy also carries `?r=<reader token>` (one MAC per
-recipient, bound to the issue), and the reader is recorded for unique-reader counts.
+recipient, bound to the issue and, like every subscriber token, to the reader's address), and
+the reader is recorded for unique-reader counts while that address is still theirs.
 
 Machines follow links too: mail security gateways open every link of a message seconds after
 delivery, previews send HEAD requests. Those are counted apart, never mixed into the people.
@@ -22,7 +23,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -53,6 +54,15 @@ SCANNER_AGENTS = re.compile(
 # opening a few comparisons in new tabs stays under it.
 BURST_SECONDS = 5.0
 BURST_LINKS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Reader:
+    """Whom a genuine reader token names: the id, and the `id.tag` it was bound to (None for a
+    token from before they were bound, which is counted for nobody)."""
+
+    subscriber_id: int
+    holder: str | None
 
 
 def _b64(raw: bytes) -> str:
@@ -86,25 +96,35 @@ class ClickSigner:
             return None
         return parts[0], int(parts[1])
 
-    def reader_token(self, issue_key: str, subscriber_id: int) -> str:
-        return f"{subscriber_id}.{self._mac(self._reader, f'{issue_key}.{subscriber_id}')}"
+    def reader_token(self, issue_key: str, holder: str) -> str:
+        """A reader's token for one issue. `holder` is `Links.holders`' `7.<tag>`: the reader's
+        id bound to their stored address, as every subscriber token is, so a token issued
+        before the address changed (or before the id went to someone else) names nobody."""
+        return self.reader_tokens(issue_key, [holder])[0]
 
-    def reader_tokens(self, issue_key: str, subscriber_ids) -> list[str]:
-        """A batch's reader tokens: the HMAC key state is prepared once and copied per token."""
+    def reader_tokens(self, issue_key: str, holders: Sequence[str]) -> list[str]:
+        """A batch's reader tokens (`7.<tag>.<mac>`): the HMAC key state is prepared once and
+        copied per token."""
         base = hmac.new(self._reader, digestmod=hashlib.sha256)
+        prefix = f"{issue_key}."
         out = []
-        for sid in subscriber_ids:
+        for holder in holders:
             mac = base.copy()
-            mac.update(f"{issue_key}.{sid}".encode())
-            out.append(f"{sid}.{_b64(mac.digest()[:_MAC_BYTES])}")
+            mac.update((prefix + holder).encode())
+            out.append(f"{holder}.{_b64(mac.digest()[:_MAC_BYTES])}")
         return out
 
-    def verify_reader(self, issue_key: str, token: str) -> int | None:
-        sid, _, mac = token.partition(".")
-        if not sid.isdigit() or not mac:
+    def verify_reader(self, issue_key: str, token: str) -> Reader | None:
+        """The reader a genuine token of this issue names, or None. A token from before reader
+        tokens were bound (`7.<mac>`) is genuine but names no holder: its click counts, for
+        nobody."""
+        parts = token.split(".")
+        if len(parts) not in (2, 3) or not parts[0].isdigit() or not all(parts):
             return None
-        expected = self._mac(self._reader, f"{issue_key}.{sid}")
-        return int(sid) if hmac.compare_digest(mac.encode(), expected.encode()) else None
+        body = f"{issue_key}.{'.'.join(parts[:-1])}"
+        if not hmac.compare_digest(parts[-1].encode(), self._mac(self._reader, body).encode()):
+            return None
+        return Reader(int(parts[0]), ".".join(parts[:-1]) if len(parts) == 3 else None)
 
     def client_key(self, *parts: str) -> bytes:
         """A keyed digest of the client, held in memory for a few seconds and never stored."""
@@ -162,6 +182,9 @@ class BurstDetector:
 
 # --- the counters ---------------------------------------------------------------------------------
 
+Bind = Callable[[Sequence[int], Sequence[str]], list[str]]
+
+
 @dataclass(frozen=True)
 class StoredLinks:
     issue_id: int
@@ -206,22 +229,26 @@ class ClickCounter:
     shutdown and before showing counts)."""
 
     def __init__(self, engine: Engine, *, interval: float = 1.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, bind: Bind | None = None) -> None:
         self.engine, self.interval, self.clock = engine, interval, clock
+        # `Links.holders`: how a reader is checked against the address a token was bound to.
+        self.bind = bind
         self._pending: dict[tuple[int, int], list[int]] = {}
-        self._readers: set[tuple[int, int, int]] = set()
+        self._readers: set[tuple[int, int, int, str]] = set()
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._last = clock()
 
     def add(self, issue_id: int, link_no: int, *, human: int = 0, machine: int = 0,
-            reader: int | None = None) -> None:
+            reader: Reader | None = None) -> None:
+        """Count a click; `reader` (per-subscriber mode) is recorded at the flush if the token's
+        holder still is that reader (a token from before holders were bound is not)."""
         with self._lock:
             counts = self._pending.setdefault((issue_id, link_no), [0, 0])
             counts[0] += human
             counts[1] += machine
-            if reader is not None:
-                self._readers.add((issue_id, link_no, reader))
+            if reader is not None and reader.holder is not None:
+                self._readers.add((issue_id, link_no, reader.subscriber_id, reader.holder))
 
     def due(self) -> bool:
         return bool(self._pending or self._readers) and self.clock() - self._last >= self.interval
@@ -251,8 +278,24 @@ class ClickCounter:
                 raise
             return len(pending)
 
+    def _held(self, session, readers: set[tuple[int, int, int, str]]
+              ) -> set[tuple[int, int, int]]:
+        """The readers whose token was bound to the address their row holds now: one erased
+        since, or whose address changed after the mail went out, is nobody."""
+        from subscribers.models import Subscriber
+
+        if self.bind is None:
+            return set()
+        ids = sorted({r[2] for r in readers})
+        rows = session.execute(select(Subscriber.id, Subscriber.email)
+                               .where(Subscriber.id.in_(ids))).all()
+        current = dict(zip([r[0] for r in rows],
+                           self.bind([r[0] for r in rows], [r[1] for r in rows])))
+        return {(i, n, s) for i, n, s, holder in readers
+                if s in current and hmac.compare_digest(holder.encode(), current[s].encode())}
+
     def _write(self, pending: dict[tuple[int, int], list[int]],
-               readers: set[tuple[int, int, int]]) -> None:
+               readers: set[tuple[int, int, int, str]]) -> None:
         now = utcnow()
         table = LinkClick.__table__
         with session_scope(self.engine) as session:
@@ -266,20 +309,14 @@ class ClickCounter:
                     set_={"human": table.c.human + human, "machine": table.c.machine + machine,
                           "updated_at": now})
                 session.execute(stmt)
-            if readers:
-                from subscribers.models import Subscriber
-
-                ids = {s for _, _, s in readers}
-                alive = set(session.execute(select(Subscriber.id).where(Subscriber.id.in_(ids)))
-                            .scalars())
-                readers = {r for r in readers if r[2] in alive}  # erased since: not recorded
-            if readers:
+            held = self._held(session, readers) if readers else set()
+            if held:
                 rtable = LinkReader.__table__
                 stmt = insert(rtable).values([
                     {"issue_id": i, "link_no": n, "subscriber_id": s, "first_at": now}
-                    for i, n, s in sorted(readers)]).on_conflict_do_nothing()
+                    for i, n, s in sorted(held)]).on_conflict_do_nothing()
                 session.execute(stmt)
 
 
 __all__ = ["BURST_LINKS", "BURST_SECONDS", "BurstDetector", "ClickCounter", "ClickSigner",
-           "LinkCache", "SCANNER_AGENTS", "StoredLinks", "redirect_path", "scanner_agent"]
+           "LinkCache", "Reader", "SCANNER_AGENTS", "StoredLinks", "redirect_path", "scanner_agent"]

@@ -3,8 +3,10 @@ signature}`, valid when `hex(HMAC-SHA256(signing key, timestamp + token))` match
 DIGEST_WEBHOOK_SECRET holds the HTTP webhook signing key.
 
 `failed` with `severity: permanent` is a hard bounce, except `reason: old` (gave up after
-retrying temporary failures: not proof the address is dead); failures because Mailgun already
-suppresses the address say which list it is on. The event id is `event-data.id`, the same on
+retrying temporary failures: not proof the address is dead); `severity: temporary` (and `old`)
+is a soft bounce; failures because Mailgun already
+suppresses the address say which list it is on. `message.headers.message-id` is the id the send answer gave (without its angle brackets).
+The event id is `event-data.id`, the same on
 every redelivery of one event. The signature covers only timestamp and token, not the event, so
 each token is also remembered: a captured request replayed with altered event data is refused.
 """
@@ -16,8 +18,8 @@ import hmac
 from collections.abc import Mapping
 
 from digest.outcomes.base import (MalformedEvent, ProviderEvent, WebhookRejected, address,
-                                  check_timestamp, derived_id, from_epoch, load_json, skipped,
-                                  text)
+                                  check_timestamp, derived_id, from_epoch, load_json,
+                                  message_key, skipped, text)
 
 PROVIDER = "mailgun"
 SUPPRESSED = {"suppress-bounce": ("bounced", True), "suppress-complaint": ("complained", False),
@@ -66,8 +68,11 @@ def _event(data: object, signature: dict, replay_key: str) -> ProviderEvent:
     recipient = address(data.get("recipient"), "recipient")
     event_id = data.get("id") or derived_id(name, recipient, data.get("timestamp"),
                                             signature.get("token"))
+    message = data.get("message") if isinstance(data.get("message"), dict) else {}
+    headers = message.get("headers") if isinstance(message.get("headers"), dict) else {}
     return ProviderEvent(PROVIDER, str(event_id), kind, recipient, text(variables.get("issue")),
-                         hard, from_epoch(data.get("timestamp")), replay_key=replay_key)
+                         hard, from_epoch(data.get("timestamp")), replay_key=replay_key,
+                         message_id=message_key(text(headers.get("message-id"))))
 
 
 def verify_and_parse(body: bytes, headers: Mapping[str, str], *, secret: str,

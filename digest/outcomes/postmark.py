@@ -3,7 +3,8 @@ put in the webhook URL, compared here in constant time with DIGEST_WEBHOOK_SECRE
 There is no timestamp to check; a replay is caught by its event id.
 
 One JSON object per request. `RecordType` says what happened; for bounces `Type` says how bad:
-only `HardBounce` and `BadEmailAddress` are permanent. `SubscriptionChange` reports Postmark's
+only `HardBounce` and `BadEmailAddress` are permanent; `SoftBounce`, `Transient` and the other
+temporary types are soft bounces. `MessageID` names the message the ledger recorded. `SubscriptionChange` reports Postmark's
 own suppressions (`SuppressSending`, with `SuppressionReason`).
 """
 
@@ -16,7 +17,8 @@ from collections.abc import Mapping
 
 from digest.errors import ConfigurationError
 from digest.outcomes.base import (MalformedEvent, ProviderEvent, WebhookRejected, address,
-                                  derived_id, from_iso, load_json, skipped, text)
+                                  derived_id, from_iso, load_json, message_key, skipped,
+                                  text)
 
 PROVIDER = "postmark"
 HARD_BOUNCES = frozenset({"HardBounce", "BadEmailAddress"})
@@ -70,7 +72,8 @@ def _event(record: object, body: bytes) -> ProviderEvent:
                              if record.get("ID") is not None
                              else derived_id(record_type, body), kind,
                              address(record.get("Email"), "Email"), issue, hard,
-                             from_iso(record.get("BouncedAt")))
+                             from_iso(record.get("BouncedAt")),
+                             message_id=message_key(text(record.get("MessageID"))))
     if record_type == "SubscriptionChange":
         kind, hard = "other", False
         if record.get("SuppressSending"):
@@ -80,7 +83,8 @@ def _event(record: object, body: bytes) -> ProviderEvent:
                               record.get("ChangedAt"), record.get("SuppressSending"))
         return ProviderEvent(PROVIDER, event_id, kind, address(record.get("Recipient"),
                                                                "Recipient"),
-                             issue, hard, from_iso(record.get("ChangedAt")))
+                             issue, hard, from_iso(record.get("ChangedAt")),
+                             message_id=message_key(text(record.get("MessageID"))))
     return ProviderEvent(PROVIDER, derived_id(record_type, body), "other",
                          text(record.get("Recipient")) or text(record.get("Email")), issue)
 

@@ -2,9 +2,12 @@
 
 Every actionable event is written to `webhook_events` (unique per provider and event id) in the
 same transaction as the subscriber's status change, so a replay, or two deliveries of the same
-event racing each other, can change a subscriber at most once. Soft bounces, deliveries, opens
-are not stored; where the signature does not cover the event (Mailgun) the request's token is
-stored for every request, so a captured one cannot be replayed with other data.
+event racing each other, can change a subscriber at most once. Each is stored with the delivery
+and issue it is about (`attribution`: by the provider's message id), and a subscriber taken off
+the list by it records that issue. Soft bounces are stored the same way (kind `soft_bounced`)
+and change no subscriber; deliveries and opens are not stored. Where the signature does not
+cover the event (Mailgun) the request's token is stored for every request, so a captured one
+cannot be replayed with other data.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from sqlmodel import select
 
 from digest.database import session_scope
 from digest.database.models import WebhookEvent
-from digest.delivery.complaints import issue_of_complaint
+from digest.outcomes.attribution import Attribution, attribute
 from digest.outcomes.base import ProviderEvent
 from subscribers.lifecycle import InvalidEmail, apply_provider_event, email_hash
 
@@ -36,8 +39,9 @@ class Recorded:
     received: int
     applied: int  # events new to us that changed a subscriber
     duplicates: int  # replays, ignored
-    ignored: int  # not actionable (soft bounces, opens, ...), not stored
+    ignored: int  # neither actionable nor a soft bounce (deliveries, opens, ...): not stored
     malformed: int = 0  # genuine but unreadable (an address that is not a string): skipped
+    soft_bounces: int = 0  # new soft bounces recorded against their delivery
 
 
 def _email_hash(email: str) -> str:
@@ -54,10 +58,19 @@ def _fit(event_id: str) -> str:
     return "sha256:" + hashlib.sha256(event_id.encode()).hexdigest()
 
 
+def _stored(event: ProviderEvent) -> bool:
+    """Whether the event itself is kept: it acts on a subscriber, or is a soft bounce."""
+    return event.actionable or event.soft_bounce
+
+
+def _kind(event: ProviderEvent) -> str:
+    return "soft_bounced" if event.soft_bounce else event.kind
+
+
 def _keys(event: ProviderEvent) -> list[str]:
-    """The ids under which an event is remembered: its own (when it acts on a subscriber) and
-    its request's replay key (always, where the provider needs one)."""
-    keys = [_fit(event.event_id)] if event.actionable else []
+    """The ids under which an event is remembered: its own (when it is stored) and its
+    request's replay key (always, where the provider needs one)."""
+    keys = [_fit(event.event_id)] if _stored(event) else []
     if event.replay_key:
         keys.append(_fit(event.replay_key))
     return keys
@@ -68,7 +81,7 @@ def record_events(engine: Engine, events: Sequence[ProviderEvent], *,
     """Store and apply the events not seen before, all in one transaction."""
     malformed = sum(1 for e in events if e.malformed)
     candidates = [e for e in events if _keys(e)]
-    ignored = sum(1 for e in events if not e.actionable and not e.malformed and not _keys(e))
+    ignored = sum(1 for e in events if not _stored(e) and not e.malformed and not _keys(e))
     if not candidates:
         return Recorded(len(events), 0, 0, ignored, malformed)
     provider = candidates[0].provider
@@ -82,7 +95,7 @@ def record_events(engine: Engine, events: Sequence[ProviderEvent], *,
                     seen.update(session.exec(select(WebhookEvent.event_id).where(
                         WebhookEvent.provider == provider,
                         WebhookEvent.event_id.in_(chunk))))  # type: ignore[attr-defined]
-                new: list[ProviderEvent] = []
+                new: list[tuple[ProviderEvent, Attribution]] = []
                 duplicates = 0
                 for event in candidates:
                     keys = _keys(event)
@@ -91,25 +104,31 @@ def record_events(engine: Engine, events: Sequence[ProviderEvent], *,
                             duplicates += 1
                         continue
                     seen.update(keys)  # a repeat within this request is a duplicate too
-                    new.append(event)
-                    # A complaint is stored with its issue: the complaint cut-off counts them.
-                    about = (issue_of_complaint(session, event.email, event.issue_key)
-                             if event.kind == "complained" and event.actionable else None)
+                    # Stored with the delivery and issue it is about: complaints per issue
+                    # feed the complaint cut-off, and every kind the report.
+                    about = (attribute(session, event.email, event.message_id, event.issue_key)
+                             if _stored(event) else Attribution(None))
+                    new.append((event, about))
                     for key in keys:
-                        actionable = key == keys[0] and event.actionable
+                        stored = key == keys[0] and _stored(event)
                         session.add(WebhookEvent(provider=provider, event_id=key,
-                                                 kind=event.kind if actionable else "request",
+                                                 kind=_kind(event) if stored else "request",
                                                  email_hash=_email_hash(event.email or ""),
-                                                 issue_id=about if actionable else None,
+                                                 issue_id=about.issue_id if stored else None,
+                                                 delivery_id=about.delivery_id if stored
+                                                 else None,
                                                  received_at=now))
                 # A concurrent delivery of the same event fails here, before anything changes.
                 session.flush()
                 applied = sum(
                     bool(apply_provider_event(session, event.email, event.kind,
-                                              at=event.occurred_at or now))
-                    for event in new if event.actionable)
-            ignored_now = sum(1 for e in new if not e.actionable and not e.malformed)
-            return Recorded(len(events), applied, duplicates, ignored + ignored_now, malformed)
+                                              at=event.occurred_at or now,
+                                              issue_id=about.issue_id))
+                    for event, about in new if event.actionable)
+            soft = sum(1 for e, _ in new if e.soft_bounce)
+            ignored_now = sum(1 for e, _ in new if not _stored(e) and not e.malformed)
+            return Recorded(len(events), applied, duplicates, ignored + ignored_now, malformed,
+                            soft)
         except IntegrityError:
             if attempt == 2:
                 raise

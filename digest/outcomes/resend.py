@@ -5,7 +5,8 @@ signature is HMAC-SHA256 over `id.timestamp.body` with the base64-decoded part o
 
 `email.bounced` with `bounce.type` `Permanent` is a hard bounce (Resend sends this event for
 permanent rejections; a `Transient` type is kept as soft to be safe); `email.complained` is a
-complaint. The svix-id is the same on every redelivery of one event.
+complaint; `email.delivery_delayed` (a temporary failure Resend keeps retrying) is a soft
+bounce. `data.email_id` is the id the send answer gave. The svix-id is the same on every redelivery of one event.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from email.utils import parseaddr
 
 from digest.errors import ConfigurationError
 from digest.outcomes.base import (MalformedEvent, ProviderEvent, WebhookRejected, address,
-                                  check_timestamp, from_iso, load_json, skipped, text)
+                                  check_timestamp, from_iso, load_json, message_key, skipped,
+                                  text)
 
 PROVIDER = "resend"
 PREFIX = "whsec_"
@@ -81,6 +83,8 @@ def _event(payload: object, event_id: str) -> ProviderEvent:
     if name == "email.bounced":
         bounce = data.get("bounce") if isinstance(data.get("bounce"), dict) else {}
         kind, hard = "bounced", str(bounce.get("type", "Permanent")).lower() == "permanent"
+    elif name == "email.delivery_delayed":  # a temporary failure, still being retried
+        kind, hard = "bounced", False
     elif name == "email.complained":
         kind = "complained"
     to = data.get("to")
@@ -89,7 +93,8 @@ def _event(payload: object, event_id: str) -> ProviderEvent:
     first = address(to, "to")
     email = parseaddr(first)[1] or None if first else None
     return ProviderEvent(PROVIDER, event_id, kind, email, _issue(data), hard,
-                         from_iso(payload.get("created_at")))
+                         from_iso(payload.get("created_at")),
+                         message_id=message_key(text(data.get("email_id"))))
 
 
 def verify_and_parse(body: bytes, headers: Mapping[str, str], *, secret: str,

@@ -2,8 +2,9 @@
 header followed by the raw body, checked with the account's verification key, which
 DIGEST_WEBHOOK_SECRET holds as SendGrid shows it (base64 of the DER public key; PEM works too).
 
-The body is a JSON array of events. `bounce` with `type: blocked` is a temporary refusal; other
-bounces are permanent. `dropped` carries why SendGrid would not even try: an address already
+The body is a JSON array of events. `bounce` with `type: blocked` is a temporary refusal, and
+`deferred` a delivery the receiving server put off: both soft bounces; other bounces are
+permanent. `sg_message_id` names the message (its first part is the request's X-Message-Id). `dropped` carries why SendGrid would not even try: an address already
 bounced, reported spam, or unsubscribed. Our `custom_args` come back as top-level fields.
 """
 
@@ -20,8 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from digest.errors import ConfigurationError
 from digest.outcomes.base import (MalformedEvent, ProviderEvent, WebhookRejected, address,
-                                  check_timestamp, derived_id, from_epoch, load_json, skipped,
-                                  text)
+                                  check_timestamp, derived_id, from_epoch, load_json,
+                                  message_key, skipped, text)
 
 PROVIDER = "sendgrid"
 SIGNATURE = "x-twilio-email-event-webhook-signature"
@@ -67,6 +68,8 @@ def _event(item: object) -> ProviderEvent:
     kind, hard = "other", False
     if name == "bounce":
         kind, hard = "bounced", item.get("type") != "blocked"
+    elif name == "deferred":  # the receiving server said "try later": a soft bounce
+        kind, hard = "bounced", False
     elif name == "dropped":
         kind, hard = DROPPED.get(str(item.get("reason", "")), ("other", False))
     elif name == "spamreport":
@@ -76,7 +79,15 @@ def _event(item: object) -> ProviderEvent:
     event_id = item.get("sg_event_id") or derived_id(name, item.get("sg_message_id"),
                                                      item.get("email"), item.get("timestamp"))
     return ProviderEvent(PROVIDER, str(event_id), kind, address(item.get("email"), "email"),
-                         text(item.get("issue")), hard, from_epoch(item.get("timestamp")))
+                         text(item.get("issue")), hard, from_epoch(item.get("timestamp")),
+                         message_id=_message_id(item.get("sg_message_id")))
+
+
+def _message_id(value: object) -> str | None:
+    """`sg_message_id` is the X-Message-Id of the send request, then `.filter…` parts that
+    vary per recipient: the ledger stored the first part."""
+    found = text(value)
+    return message_key(found.split(".", 1)[0]) if found else None
 
 
 def parse(body: bytes) -> list[ProviderEvent]:

@@ -53,11 +53,12 @@ def issue_loader(engine: Engine, links: Links,
                 return None
             html, name, issue_id = issue.html, subscriber.name or "", issue.id
             address = subscriber.email
-        values = {UNSUBSCRIBE_URL: links.unsubscribe(subscriber_id, address),
+        values = {UNSUBSCRIBE_URL: links.unsubscribe(subscriber_id, address, issue_id),
                   VIEW_URL: links.view(key, subscriber_id, address),
                   VOTE_URL: links.vote(issue_id, subscriber_id, address),
                   PREFERENCES_URL: links.preferences(subscriber_id, address), NAME: name,
-                  CLICK_READER: clicks.signer.reader_token(key, subscriber_id) if clicks else ""}
+                  CLICK_READER: clicks.signer.reader_token(
+                      key, links.holders([subscriber_id], [address])[0]) if clicks else ""}
         return SplitTemplate(html, escape_html=True).fill(values)
 
     return load

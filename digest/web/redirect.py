@@ -24,6 +24,8 @@ from digest.outcomes.clicks import (BurstDetector, ClickCounter, ClickSigner, Li
                                     scanner_agent)
 from digest.settings import Settings
 from digest.web.access import client_address
+from subscribers.links import Links
+from subscribers.tokens import Signer
 
 _HEADERS = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex"}
 
@@ -36,7 +38,9 @@ class ClickRedirect:
         self.settings = settings
         self.signer = ClickSigner(settings.signing_key(public=public))
         self.links = LinkCache(engine)
-        self.counter = ClickCounter(engine, interval=flush_interval, clock=clock)
+        binder = Links(settings.base_url, Signer(settings.signing_key(public=public)))
+        self.counter = ClickCounter(engine, interval=flush_interval, clock=clock,
+                                    bind=binder.holders)
         self.bursts = BurstDetector()
         self.clock = clock
 
@@ -68,7 +72,7 @@ class ClickRedirect:
         if not machine:
             client = self.signer.client_key(str(client_address(request, self.settings)),
                                             agent or "",
-                                            str(reader or ""))
+                                            str(reader.subscriber_id if reader else ""))
             machine, moved = self.bursts.observe(client, stored.issue_id, link_no, self.clock(),
                                                  len(stored.urls))
         counter = self.counter

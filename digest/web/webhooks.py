@@ -106,6 +106,7 @@ def make_router(settings, engine: Engine,
             now=dt.datetime.fromtimestamp(now, dt.timezone.utc))
         return JSONResponse({"received": result.received, "applied": result.applied,
                              "duplicates": result.duplicates, "ignored": result.ignored,
-                             "malformed": result.malformed})
+                             "malformed": result.malformed,
+                             "soft_bounces": result.soft_bounces})
 
     return router

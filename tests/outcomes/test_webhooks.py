@@ -108,8 +108,8 @@ def test_postmark_forged_credentials_change_nothing(make_client, engine, headers
 def test_postmark_soft_bounce_and_suppression_change(make_client, engine):
     client = make_client(PM_SECRET)
     soft = client.post("/webhooks/postmark", json=pm_bounce("SoftBounce"), headers=pm_auth())
-    assert soft.json() == {"received": 1, "applied": 0, "duplicates": 0, "ignored": 1,
-                           "malformed": 0}
+    assert soft.json() == {"received": 1, "applied": 0, "duplicates": 0, "ignored": 0,
+                           "malformed": 0, "soft_bounces": 1}
     assert status_of(engine) == "active"
     change = {"RecordType": "SubscriptionChange", "MessageID": "a8c1",
               "ChangedAt": "2026-11-23T08:59:00Z", "Recipient": OTHER, "Origin": "Recipient",
@@ -157,13 +157,14 @@ def test_sendgrid_batch_applied_and_replay_ignored(make_client, engine, sg_keys)
         {"email": OTHER, "event": "delivered", "sg_event_id": "ev-3"})
     answer = client.post("/webhooks/sendgrid", content=body, headers=sg_signed(private, body))
     assert answer.status_code == 200
-    assert answer.json() == {"received": 3, "applied": 1, "duplicates": 0, "ignored": 2,
-                             "malformed": 0}
+    assert answer.json() == {"received": 3, "applied": 1, "duplicates": 0, "ignored": 1,
+                             "malformed": 0, "soft_bounces": 1}
     assert (status_of(engine), status_of(engine, OTHER)) == ("bounced", "active")
 
     reactivate_before(engine, "2026-11-23T08:59:00Z")
     replay = client.post("/webhooks/sendgrid", content=body, headers=sg_signed(private, body))
-    assert replay.status_code == 200 and replay.json()["duplicates"] == 1
+    # The bounce and the soft bounce were both stored: both are recognised.
+    assert replay.status_code == 200 and replay.json()["duplicates"] == 2
     assert status_of(engine) == "active"
 
 
@@ -247,7 +248,7 @@ def test_mailgun_temporary_and_retry_limit_failures_are_soft(make_client, engine
     client = make_client(MG_KEY)
     for event in (mg_failed("temporary", "generic", "t-1"), mg_failed("permanent", "old", "t-2")):
         answer = client.post("/webhooks/mailgun", content=mg_body(event))
-        assert answer.json()["ignored"] == 1
+        assert answer.json()["soft_bounces"] == 1 and answer.json()["applied"] == 0
     assert status_of(engine) == "active"
     complained = {"event": "complained", "id": "c-1", "timestamp": NOW - 30, "recipient": OTHER}
     assert client.post("/webhooks/mailgun", content=mg_body(complained)).json()["applied"] == 1
@@ -323,7 +324,7 @@ def test_resend_complaint_and_transient_bounce(make_client, engine):
     client = make_client(RS_SECRET)
     soft = rs_event(bounce_type="Transient")
     assert client.post("/webhooks/resend", content=soft,
-                       headers=svix_headers(soft, "msg_soft")).json()["ignored"] == 1
+                       headers=svix_headers(soft, "msg_soft")).json()["soft_bounces"] == 1
     complaint = rs_event("email.complained", to=f"Other Reader <{OTHER}>")
     assert client.post("/webhooks/resend", content=complaint,
                        headers=svix_headers(complaint, "msg_c")).json()["applied"] == 1
@@ -431,7 +432,7 @@ def test_postmark_address_that_is_not_a_string_is_skipped(make_client, engine, c
     answer = client.post("/webhooks/postmark", json=pm_bounce(email=email), headers=pm_auth())
     assert answer.status_code == 200
     assert answer.json() == {"received": 1, "applied": 0, "duplicates": 0, "ignored": 0,
-                             "malformed": 1}
+                             "malformed": 1, "soft_bounces": 0}
     assert status_of(engine) == "active" and stored_events(engine) == []
     assert_logged_without_address(caplog, "Email is")
     # The next genuine event is applied as usual.
@@ -468,7 +469,7 @@ def test_sendgrid_malformed_events_do_not_fail_the_batch(make_client, engine, sg
     answer = client.post("/webhooks/sendgrid", content=body, headers=sg_signed(private, body))
     assert answer.status_code == 200
     assert answer.json() == {"received": 6, "applied": 2, "duplicates": 0, "ignored": 0,
-                             "malformed": 4}
+                             "malformed": 4, "soft_bounces": 0}
     assert (status_of(engine), status_of(engine, OTHER)) == ("bounced", "unsubscribed")
     assert sorted(e[1] for e in stored_events(engine)) == ["ok-1", "ok-2"]
     assert_logged_without_address(caplog, "event 2 of 6: email is an object",
@@ -478,7 +479,7 @@ def test_sendgrid_malformed_events_do_not_fail_the_batch(make_client, engine, sg
     # SendGrid's retry of the same batch: the good events are duplicates, nothing changes.
     again = client.post("/webhooks/sendgrid", content=body, headers=sg_signed(private, body))
     assert again.json() == {"received": 6, "applied": 0, "duplicates": 2, "ignored": 0,
-                            "malformed": 4}
+                            "malformed": 4, "soft_bounces": 0}
 
 
 def test_mailgun_malformed_event_still_uses_up_its_token(make_client, engine, caplog):
@@ -507,6 +508,6 @@ def test_resend_recipient_that_is_not_a_string_is_skipped(make_client, engine, c
     answer = client.post("/webhooks/resend", content=body, headers=svix_headers(body))
     assert answer.status_code == 200
     assert answer.json() == {"received": 1, "applied": 0, "duplicates": 0, "ignored": 0,
-                             "malformed": 1}
+                             "malformed": 1, "soft_bounces": 0}
     assert status_of(engine) == "active" and stored_events(engine) == []
     assert_logged_without_address(caplog, "to is")

@@ -4,7 +4,10 @@ genuine links count and lead only to the stored URL; forged, altered and foreign
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
+import hmac
 import re
 
 import pytest
@@ -18,6 +21,9 @@ from digest.outcomes.clicks import ClickSigner
 from digest.settings import load_settings
 from digest.web.app import create_app
 from factories import sample_comparisons, store
+from subscribers.links import Links
+from subscribers.models import Subscriber
+from subscribers.tokens import Signer
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
@@ -224,12 +230,54 @@ def test_per_subscriber_mode_counts_unique_readers(engine, settings, clock):
             assert client.get(links[email].replace("&amp;", "&")).status_code == 302
             clock.advance(30)
         path = tracked(issue)[0]
-        other = signer.reader_token("2026-W46", ids[0])  # a reader token of another issue
+        # a reader token of another issue
+        other = signer.reader_token("2026-W46", Links(conf.base_url, Signer(
+            conf.signing_key())).holders([ids[0]], ["reader1@example.com"])[0])
         assert client.get(f"{path}?r={other}").status_code == 404
     assert counts(engine) == {1: (3, 0)}
     with Session(engine) as session:
         readers = session.exec(select(LinkReader.subscriber_id)).scalars().all()
     assert sorted(readers) == sorted(ids)
+
+
+def test_a_reader_token_from_before_the_address_changed_names_no_reader(engine, settings,
+                                                                       clock):
+    """Reader tokens are bound to the address, as every subscriber token is: once the reader's
+    row holds another address (changed, or the id reused), the click still counts for people
+    but is recorded for nobody. A token from before they were bound counts for nobody too."""
+    from delivery_support import add_subscribers
+
+    conf = load_settings(**{**settings.model_dump(), "click_tracking": "per-subscriber"})
+    with Session(engine, expire_on_commit=False) as session:
+        store(session, sample_comparisons(3))
+        issue = compose_issue(session, conf, "2026-W47", now=NOW)
+        session.commit()
+    first, second = add_subscribers(engine, 2)
+    signer = ClickSigner(conf.signing_key())
+    holders = Links(conf.base_url, Signer(conf.signing_key())).holders(
+        [first, second], ["reader1@example.com", "reader2@example.com"])
+    tokens = signer.reader_tokens(issue.key, holders)
+    with Session(engine) as session:
+        row = session.get(Subscriber, first)
+        row.email = "someone.else@example.com"
+        session.add(row)
+        session.commit()
+    legacy_mac = hmac.new(hmac.new(conf.signing_key(), b"verdict-digest/click/reader",
+                                   hashlib.sha256).digest(),
+                          f"{issue.key}.{second}".encode(), hashlib.sha256).digest()[:12]
+    legacy = f"{second}.{base64.urlsafe_b64encode(legacy_mac).rstrip(b'=').decode()}"
+    path = tracked(issue)[0]
+    app = create_app(conf, engine, clock=clock, click_flush_interval=0)
+    with TestClient(app, follow_redirects=False, headers={"User-Agent": BROWSER}) as client:
+        for token in (tokens[0], tokens[1], legacy):
+            assert client.get(f"{path}?r={token}").status_code == 302
+            clock.advance(30)
+        forged = tokens[1].rsplit(".", 1)[0] + ".AAAAAAAAAAAAAAAA"
+        assert client.get(f"{path}?r={forged}").status_code == 404
+    assert counts(engine) == {1: (3, 0)}
+    with Session(engine) as session:
+        readers = session.exec(select(LinkReader.subscriber_id)).scalars().all()
+    assert readers == [second]  # the first reader's address changed: no reader
 
 
 def test_reader_tokens_stay_out_of_the_access_log(settings):
@@ -238,7 +286,7 @@ def test_reader_tokens_stay_out_of_the_access_log(settings):
 
     signer = ClickSigner(settings.signing_key())
     link = signer.link_token("2026-W47", 3)
-    logged = redact(f"/r/{link}?r={signer.reader_token('2026-W47', 12)}")
+    logged = redact(f"/r/{link}?r={signer.reader_token('2026-W47', '12.AbCdEfGh')}")
     assert logged == f"/r/{link}?r=[token]"
 
 

@@ -72,8 +72,8 @@ class RowLinks:
     def confirm(self, subscriber_id: int) -> str:
         return self.links.confirm(subscriber_id, self._address(subscriber_id))
 
-    def unsubscribe(self, subscriber_id: int) -> str:
-        return self.links.unsubscribe(subscriber_id, self._address(subscriber_id))
+    def unsubscribe(self, subscriber_id: int, issue_id: int | None = None) -> str:
+        return self.links.unsubscribe(subscriber_id, self._address(subscriber_id), issue_id)
 
     def view(self, issue_key: str, subscriber_id: int) -> str:
         return self.links.view(issue_key, subscriber_id, self._address(subscriber_id))
@@ -547,7 +547,10 @@ def test_issue_web_copy_is_personalised(client, engine, links):
     response = client.get(path_of(links.view("2026-W47", subscriber_id)))
     assert response.status_code == 200
     assert "Hello Vi &lt;3" in response.text
-    assert f'href="{links.unsubscribe(subscriber_id)}"' in response.text
+    with Session(engine) as session:
+        issue_id = session.exec(select(Issue.id).where(Issue.key == "2026-W47")).one()
+    # The web copy's unsubscribe link names its issue, as the mail's does.
+    assert f'href="{links.unsubscribe(subscriber_id, issue_id)}"' in response.text
     assert f'href="{links.view("2026-W47", subscriber_id)}"' in response.text
     assert response.headers["referrer-policy"] == "no-referrer", "tokens must not leak onward"
     assert response.headers["cache-control"] == "no-store"
