@@ -1,5 +1,5 @@
-"""`digest report`: what became of each issue (accepted, bounced, complained, unsubscribed,
-failed, uncertain, rates over accepted), its links ranked by clicks, and the trend over the
+"""`digest report`: what became of each issue (accepted, hard and soft bounces, complained,
+unsubscribed, failed, uncertain, rates over accepted), its links ranked by clicks, and the trend over the
 last issues. `--format json|csv` for scripts and spreadsheets."""
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from sqlmodel import Session
 from digest.cli.common import console, engine, reports_errors
 from digest.errors import DigestError
 
-TREND_COLUMNS = ("key", "status", "planned", "delivered", "failed", "uncertain", "bounced",
-                 "complained", "unsubscribed", "clicks", "machine_clicks", "readers",
-                 "bounce_rate", "complaint_rate", "unsubscribe_rate", "click_rate")
+TREND_COLUMNS = ("key", "status", "planned", "delivered", "failed", "uncertain", "hard_bounced",
+                 "soft_bounced", "complained", "unsubscribed", "clicks", "machine_clicks",
+                 "readers", "hard_bounce_rate", "soft_bounce_rate", "complaint_rate",
+                 "unsubscribe_rate", "click_rate")
 LINK_COLUMNS = ("key", "rank", "link_no", "kind", "label", "human", "machine", "readers", "url")
 
 
@@ -78,13 +79,14 @@ def report(week: Optional[str] = typer.Option(None, "--week", metavar="YYYY-Www"
         console.print("No issue has gone out yet.")
         return
     trend = Table(title="Issues (rates are shares of the messages accepted)")
-    for column in ("issue", "status", "accepted", "failed", "uncertain", "bounced", "complained",
-                   "unsubscribed", "clicks", "machine clicks"):
+    for column in ("issue", "status", "accepted", "failed", "uncertain", "hard bounces",
+                   "soft bounces", "complained", "unsubscribed", "clicks", "machine clicks"):
         trend.add_column(column, justify="left" if column in ("issue", "status") else "right")
     for row in rows:
         trend.add_row(row["key"], row["status"], f"{row['delivered']:,}", f"{row['failed']:,}",
                       f"{row['uncertain']:,}",
-                      f"{row['bounced']:,} ({_pct(row['bounce_rate'])})",
+                      f"{row['hard_bounced']:,} ({_pct(row['hard_bounce_rate'])})",
+                      f"{row['soft_bounced']:,} ({_pct(row['soft_bounce_rate'])})",
                       f"{row['complained']:,} ({_pct(row['complaint_rate'])})",
                       f"{row['unsubscribed']:,} ({_pct(row['unsubscribe_rate'])})",
                       f"{row['clicks']:,} ({_pct(row['click_rate'])})",

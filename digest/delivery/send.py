@@ -40,6 +40,7 @@ from digest.database.models import Issue, IssueEdition
 from digest.edition.personalize import (CLICK_READER, NAME, PREFERENCES_URL, UNSUBSCRIBE_URL,
                                         VIEW_URL, VOTE_URL)
 from digest.delivery.plan import plan_deliveries
+from digest.outcomes import totals as issue_totals
 from digest.delivery.providers.base import Letter, Outcome, Provider, Recipient
 from subscribers.links import Links
 from subscribers.tokens import Signer
@@ -911,7 +912,11 @@ class Sender:
         with session_scope(self.engine) as session:
             counts = ledger.counts(session, self._issue_id)
             if stop is None and counts.open == 0:
-                ledger.finish_issue(session, self._issue_id, sender=self.sender_id, now=self.now())
+                finished_at = self.now()
+                if ledger.finish_issue(session, self._issue_id, sender=self.sender_id,
+                                       now=finished_at):
+                    # The counts are final now: reports read them instead of the ledger.
+                    issue_totals.store(session, self._issue_id, counts, sent_at=finished_at)
             else:
                 if stop is None and counts["uncertain"]:
                     stop = (f"{counts['uncertain']} deliveries are uncertain: their request went "

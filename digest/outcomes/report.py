@@ -1,12 +1,16 @@
 """What became of each issue, from data the project already holds: the ledger (delivered,
-failed, uncertain), subscribers' status changes (bounced, complained, unsubscribed) and the
-click counters. Read-only, set-wise SQL; shared by `digest report` and the `/admin` dashboard.
+failed, uncertain; kept per finished issue by `totals`), subscribers' status changes (hard
+bounced, complained, unsubscribed), the soft bounces providers reported, and the click
+counters. Read-only, set-wise SQL (apart from filling the finished issues' totals once);
+shared by `digest report` and the `/admin` dashboard.
 
-Bounces, complaints and unsubscribes are attributed to the latest issue that went (or was
-refused) to that subscriber before the change: unsubscribe links carry the subscriber, not the
-issue, and a bounce or complaint follows the mail that caused it. Only the subscriber's current
-status counts, so an address the operator reactivated no longer shows as bounced. Soft bounces
-change nothing and are not stored, so they are not reported.
+A hard bounce, complaint or unsubscribe counts toward the issue it came by: the issue whose
+link or List-Unsubscribe header was used (unsubscribe links name it), or the issue of the
+message a provider's event names (by its message id). Where that is not known (links from before
+they named an issue, changes made by hand) it goes to the latest issue mailed to the reader
+before the change. Only the subscriber's current status counts, so an address the operator
+reactivated no longer shows as bounced. Soft bounces change no subscriber: each delivery a
+provider reported one for counts once, whatever the reader's status.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from sqlalchemy import and_, case, func, or_, select
 from sqlmodel import Session
 
 from digest.database.models import (Delivery, DeliveryBatch, Issue, IssueLink, LinkClick,
-                                    LinkReader)
+                                    LinkReader, WebhookEvent)
 from digest.delivery import ledger
+from digest.outcomes.totals import ledger_totals
 from digest.edition.weeks import Edition
 from subscribers.models import Subscriber
 
@@ -55,7 +60,8 @@ class IssueOutcome:
     failed: int = 0
     uncertain: int = 0
     open: int = 0
-    bounced: int = 0
+    hard_bounced: int = 0  # the address is gone: the reader was taken off the list
+    soft_bounced: int = 0  # deliveries that failed for now (mailbox full, deferred)
     complained: int = 0
     unsubscribed: int = 0
     clicks: int = 0  # people
@@ -67,7 +73,9 @@ class IssueOutcome:
     def rates(self) -> dict[str, float]:
         """Shares of the delivered messages."""
         d = self.delivered
-        return {"bounce_rate": _rate(self.bounced, d), "complaint_rate": _rate(self.complained, d),
+        return {"hard_bounce_rate": _rate(self.hard_bounced, d),
+                "soft_bounce_rate": _rate(self.soft_bounced, d),
+                "complaint_rate": _rate(self.complained, d),
                 "unsubscribe_rate": _rate(self.unsubscribed, d),
                 "click_rate": _rate(self.clicks, d), "reader_rate": _rate(self.readers, d)}
 
@@ -85,7 +93,8 @@ class IssueOutcome:
 
 def _attributed(session: Session, issue_ids: Sequence[int]) -> dict[tuple[int, str], int]:
     """{(issue id, status): subscribers} for bounced, complained and unsubscribed subscribers,
-    each given to the latest issue mailed to them before their status changed."""
+    each given to the issue they left by, or (not known) the latest issue mailed to them
+    before their status changed."""
     S, D, I = Subscriber.__table__.c, Delivery.__table__.c, Issue.__table__.c  # noqa: E741
     changed_at = case((S.status == "bounced", S.bounced_at),
                       (S.status == "complained", S.complained_at), else_=S.unsubscribed_at)
@@ -94,7 +103,8 @@ def _attributed(session: Session, issue_ids: Sequence[int]) -> dict[tuple[int, s
                      I.send_started_at <= changed_at)
               .order_by(I.send_started_at.desc(), I.id.desc()).limit(1)
               .correlate(Subscriber.__table__).scalar_subquery())
-    per_subscriber = (select(latest.label("issue_id"), S.status.label("status"))
+    issue = case((S.left_issue_id.is_not(None), S.left_issue_id), else_=latest)
+    per_subscriber = (select(issue.label("issue_id"), S.status.label("status"))
                       .where(S.status.in_(("bounced", "complained", "unsubscribed")))
                       .subquery())
     rows = session.execute(
@@ -102,6 +112,15 @@ def _attributed(session: Session, issue_ids: Sequence[int]) -> dict[tuple[int, s
         .where(per_subscriber.c.issue_id.in_(list(issue_ids)))
         .group_by(per_subscriber.c.issue_id, per_subscriber.c.status))
     return {(issue_id, status): int(n) for issue_id, status, n in rows}
+
+
+def _soft_bounces(session: Session, issue_ids: Sequence[int]) -> dict[int, int]:
+    """{issue id: deliveries with a soft bounce}: a delivery deferred three times counts once."""
+    W = WebhookEvent.__table__.c
+    return {issue_id: int(n) for issue_id, n in session.execute(
+        select(W.issue_id, func.count(func.distinct(W.email_hash)))
+        .where(W.issue_id.in_(list(issue_ids)), W.kind == "soft_bounced")
+        .group_by(W.issue_id))}
 
 
 def link_stats(session: Session, issue_ids: Sequence[int]) -> dict[int, list[LinkStat]]:
@@ -143,7 +162,9 @@ def issue_outcomes(session: Session, *, keys: Sequence[str] | None = None,
     if not issues:
         return []
     ids = [row[0] for row in issues]
+    totals = ledger_totals(session, [(row[0], row[2], row[4]) for row in issues])
     attributed = _attributed(session, ids)
+    soft = _soft_bounces(session, ids)
     links = link_stats(session, ids)
     R = LinkReader.__table__.c
     readers = dict(session.execute(
@@ -151,13 +172,14 @@ def issue_outcomes(session: Session, *, keys: Sequence[str] | None = None,
         .where(R.issue_id.in_(ids)).group_by(R.issue_id)).all())
     out = []
     for issue_id, key, status, reason, sent_at in issues:
-        counts = ledger.counts(session, issue_id)
+        counts = totals[issue_id]
         mine = links.get(issue_id, [])
         out.append(IssueOutcome(
-            key=key, status=status, reason=reason, sent_at=sent_at, planned=counts.total,
-            delivered=counts["sent"], failed=counts["failed"], uncertain=counts["uncertain"],
+            key=key, status=status, reason=reason, sent_at=sent_at, planned=counts.planned,
+            delivered=counts.delivered, failed=counts.failed, uncertain=counts.uncertain,
             open=counts.open,
-            bounced=attributed.get((issue_id, "bounced"), 0),
+            hard_bounced=attributed.get((issue_id, "bounced"), 0),
+            soft_bounced=soft.get(issue_id, 0),
             complained=attributed.get((issue_id, "complained"), 0),
             unsubscribed=attributed.get((issue_id, "unsubscribed"), 0),
             clicks=sum(s.human for s in mine), machine_clicks=sum(s.machine for s in mine),

@@ -26,6 +26,7 @@ from digest.delivery.providers.base import Outcome
 from digest.delivery.send import (CircuitBreaker, RetryPolicy, SendPolicy, TokenBucket, links_for,
                          send_issue)
 from subscribers.models import Subscriber
+from subscribers.links import parse_issue_subject
 from subscribers.tokens import Signer
 
 NO_BREAKER = dict(breaker_min_sample=10**9)
@@ -100,7 +101,8 @@ def test_recipients_carry_signed_links_a_name_and_a_fixed_message_id(engine, ses
         unsubscribe = recipient.values[UNSUBSCRIBE_URL]
         assert unsubscribe.startswith("https://digest.example.test/u/")
         claim = signer.verify(unsubscribe.rsplit("/", 1)[1], "unsubscribe")
-        assert claim.subject_id == sid  # and bound to this reader's address, nobody else's
+        # names the reader and the issue it came in, bound to this reader's address only
+        assert parse_issue_subject(claim.subject) == (sid, issue.id)
         assert signer.held_by(claim, recipient.email, since=clock.now)
         assert not signer.held_by(claim, "someone.else@example.com", since=clock.now)
         view = recipient.values[VIEW_URL]

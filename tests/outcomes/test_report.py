@@ -71,9 +71,9 @@ def test_outcomes_are_attributed_to_the_issue_that_preceded_them(engine, two_iss
     with Session(engine) as session:
         w48, w47 = issue_outcomes(session)
     assert (w47.key, w47.planned, w47.delivered, w47.failed) == ("2026-W47", 10, 9, 1)
-    assert (w47.bounced, w47.complained, w47.unsubscribed) == (1, 1, 1)  # reader3, 1, 2
+    assert (w47.hard_bounced, w47.complained, w47.unsubscribed) == (1, 1, 1)  # reader3, 1, 2
     assert (w48.key, w48.planned, w48.delivered) == ("2026-W48", 7, 7)
-    assert (w48.bounced, w48.complained, w48.unsubscribed) == (1, 0, 2)
+    assert (w48.hard_bounced, w48.complained, w48.unsubscribed) == (1, 0, 2)
     assert w47.rates["unsubscribe_rate"] == round(1 / 9, 4)
     assert w48.rates["unsubscribe_rate"] == round(2 / 7, 4)
     # Links ranked by people's clicks; machines never count toward them or the rates.
@@ -88,7 +88,7 @@ def test_a_reactivated_address_no_longer_counts_as_bounced(engine, two_issues):
         lifecycle.reactivate(session, "reader4@example.com", at=T48 + dt.timedelta(days=1))
         session.commit()
         w48 = issue_outcomes(session, keys=["2026-W48"])[0]
-    assert w48.bounced == 0
+    assert w48.hard_bounced == 0
 
 
 def test_list_growth_by_week(engine, two_issues, settings):
@@ -139,7 +139,7 @@ def test_report_command_formats(cli, engine, two_issues):
     assert rows[0][:3] == ["row", "key", "status"] and rows[1][:2] == ["issue", "2026-W48"]
     assert ["link", "2026-W48", "1", "1"] == rows[4][:4]
     table = cli("report", "--week", "2026-W47")
-    assert table.exit_code == 0 and "A2 vs B2" in table.out and "bounced" in table.out
+    assert table.exit_code == 0 and "A2 vs B2" in table.out and "hard bounces" in table.out
     assert cli("report", "--week", "2026-W30").exit_code != 0
 
 
