@@ -172,3 +172,71 @@ def test_pause_and_resume_commands(cli, engine, settings, monkeypatch):
         f"reader{i}@example.com" for i in range(1, 4)]
     with Session(engine) as session:
         assert session.get(Issue, issue.id).status == "sent"
+
+
+def _growth_by_sums(session, *, now, tz, weeks):
+    """The week-by-week sums the dashboard first ran (four per week over every subscriber),
+    kept as the reference the bucketed `list_growth` must agree with."""
+    from sqlalchemy import and_, case, func, or_, select
+
+    from digest.edition.weeks import Edition
+    from subscribers.models import Subscriber
+
+    S = Subscriber.__table__.c
+    last = Edition.at(now, tz)
+    editions = [last.shift(-i) for i in range(weeks - 1, -1, -1)]
+    left = or_(S.unsubscribed_at.is_not(None), S.bounced_at.is_not(None),
+               S.complained_at.is_not(None))
+    columns = []
+    for w in (e.window(tz) for e in editions):
+        def within(col, w=w):
+            return func.sum(case((and_(col >= w.start, col < w.end), 1), else_=0))
+        gone_by_end = and_(S.status != "active", left,
+                           func.coalesce(S.unsubscribed_at, S.bounced_at, S.complained_at) < w.end)
+        active = func.sum(case((and_(S.confirmed_at.is_not(None), S.confirmed_at < w.end,
+                                     ~gone_by_end), 1), else_=0))
+        columns += [active, within(S.created_at), within(S.unsubscribed_at),
+                    func.sum(case((or_(and_(S.bounced_at >= w.start, S.bounced_at < w.end),
+                                       and_(S.complained_at >= w.start, S.complained_at < w.end)),
+                                  1), else_=0))]
+    values = [int(v or 0) for v in session.execute(select(*columns)).one()]
+    return [(e.key, *values[i * 4:i * 4 + 4]) for i, e in enumerate(editions)]
+
+
+def test_list_growth_agrees_with_counting_every_week_over_the_whole_list(engine, settings):
+    """Random histories (joined long ago or lately, confirmed or not, left by any route, some
+    before the chart, some in it, some back again): the bucketed count matches the sums."""
+    import random
+
+    from sqlalchemy import insert as sql_insert
+
+    from subscribers.models import Subscriber
+
+    rng = random.Random(47)
+    now = T48 + dt.timedelta(days=3)
+    span = dt.timedelta(weeks=20)
+
+    def moment():
+        return now - span * rng.random() if rng.random() < 0.8 else None
+
+    rows = []
+    for i in range(400):
+        created = now - span * rng.random() * 1.3
+        confirmed = created + dt.timedelta(hours=rng.randint(0, 200)) if rng.random() < 0.9 \
+            else None
+        stamps = {k: moment() if rng.random() < 0.3 else None
+                  for k in ("unsubscribed_at", "bounced_at", "complained_at")}
+        status = rng.choice(["active", "active", "pending", "unsubscribed", "bounced",
+                             "complained"])
+        if confirmed is not None and confirmed > now:
+            confirmed = now
+        rows.append({"email": f"g{i}@example.com", "status": status, "source": "import",
+                     "created_at": created, "updated_at": created, "confirmed_at": confirmed,
+                     **stamps})
+    with engine.begin() as conn:
+        conn.execute(sql_insert(Subscriber.__table__), rows)
+    with Session(engine) as session:
+        for weeks in (1, 6, 12, 30):
+            bucketed = [(g.week, g.active, g.signups, g.unsubscribes, g.bounces)
+                        for g in list_growth(session, now=now, tz=settings.tz, weeks=weeks)]
+            assert bucketed == _growth_by_sums(session, now=now, tz=settings.tz, weeks=weeks)
