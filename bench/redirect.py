@@ -172,8 +172,8 @@ def recipients_bench(rounds: int = 40, n: int = 1000) -> dict:
         folder = tempfile.mkdtemp(prefix="digest-recipients-")
         url = f"sqlite:///{folder}/bench.db"
         engine, issue = _compose(url, tracking)
-        setups[tracking] = (*issue_parts(engine, issue.id, _settings(url, tracking)),
-                            len(issue.html.encode()))
+        parts = issue_parts(engine, issue.id, _settings(url, tracking))
+        setups[tracking] = (parts.letter, parts.recipients, len(issue.html.encode()))
         engine.dispose()
     rows = [(i, i, f"reader{i}@example.com", f"Reader {i}") for i in range(1, n + 1)]
     best = {t: [float("inf")] * 3 for t in modes}
