@@ -3,7 +3,8 @@ and the rate of recent issues.
 
 Gmail and Yahoo's bulk-sender rules: complaints must stay under 0.3% of delivered mail (aim
 under 0.1%). A complaint arrives by webhook (`digest.outcomes.record`) and is stored with the
-issue it is about: the issue its tag names, else the last issue delivered to that address.
+issue it is about: the issue of the message it names (`digest.outcomes.attribution`), else the
+one its tag names, else the last issue delivered to that address.
 """
 
 from __future__ import annotations
@@ -14,27 +15,11 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from digest.database.models import Delivery, Issue, WebhookEvent
-from subscribers.models import Subscriber
 
 CUTOFF = 0.003  # pause the send at this share of delivered messages ...
 CUTOFF_MIN = 5  # ... once at least this many complained (a tiny list is not stopped by one)
 HISTORY_WARN = 0.001  # warn when the last issues averaged over this
 HISTORY_ISSUES = 4
-
-
-def issue_of_complaint(session: Session, email: str | None, issue_key: str | None) -> int | None:
-    """The issue a complaint is about: the one its tag names, else the last one this address
-    was sent (the provider's complaint is about a message it delivered)."""
-    if issue_key:
-        found = session.execute(select(Issue.id).where(Issue.key == issue_key)).scalar()
-        if found is not None:
-            return found
-    if not email:
-        return None
-    return session.execute(
-        select(Delivery.issue_id).join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-        .where(Subscriber.email == email.strip().lower(), Delivery.status == "sent")
-        .order_by(Delivery.id.desc()).limit(1)).scalar()
 
 
 def complaints(session: Session, issue_id: int) -> int:

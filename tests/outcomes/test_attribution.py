@@ -388,3 +388,40 @@ def test_links_for_a_send_and_the_web_copy_agree_on_the_unsubscribe_issue(engine
         links = links_for(issue, settings)
     sid = _id(engine, "reader1@example.com")
     assert links.unsubscribe(sid, "reader1@example.com", w47.id) == urls["reader1@example.com"]
+
+
+def test_a_soft_bounce_through_the_webhook_route_counts_for_the_message_it_names(
+        engine, settings, two_sent):
+    """Postmark's own request, end to end: verified, parsed, attributed, counted; the reader
+    stays on the list."""
+    import base64
+
+    from fastapi import FastAPI
+    from pydantic import SecretStr
+
+    from digest.web.webhooks import make_router
+
+    w47, _, _ = two_sent
+    configured = settings.model_copy(update={"webhook_secret": SecretStr("hook:pass")})
+    app = FastAPI()
+    app.include_router(make_router(configured, engine, clock=lambda: LATER.timestamp()))
+    auth = {"Authorization": "Basic " + base64.b64encode(b"hook:pass").decode()}
+    body = {"RecordType": "Bounce", "ID": 901, "Type": "SoftBounce", "TypeCode": 4096,
+            "Email": "reader5@example.com", "BouncedAt": "2026-12-02T09:00:00Z",
+            "MessageID": _message_of(engine, w47.id, "reader5@example.com")}
+    answer = TestClient(app).post("/webhooks/postmark", json=body, headers=auth)
+    assert answer.status_code == 200 and answer.json()["soft_bounces"] == 1
+    assert _status(engine, "reader5@example.com") == "active"
+    outcomes = _outcomes(engine)
+    assert (outcomes["2026-W47"].soft_bounced, outcomes["2026-W48"].soft_bounced) == (1, 0)
+
+
+def test_the_resubscribe_form_reads_an_unsubscribe_link_that_names_its_issue(engine, settings,
+                                                                            two_sent):
+    _, _, urls = two_sent
+    token = urls["reader6@example.com"].rsplit("/", 1)[1]
+    app = create_app(settings, engine, clock=lambda: LATER)
+    with TestClient(app, follow_redirects=False) as client:
+        assert client.post(f"/u/{token}").status_code == 200
+        form = client.get(f"/subscribe?t={token}")
+    assert form.status_code == 200 and 'value="reader6@example.com"' in form.text
