@@ -119,7 +119,7 @@ def test_recipients_carry_signed_links_a_name_and_a_fixed_message_id(engine, ses
     # tokens are stamped with the issue's time, so a rebuilt batch is the same request
     again = links_for(issue, settings)
     first = provider.calls[0].recipients[0]
-    assert again.unsubscribe(ids[0], first.email) == first.values[UNSUBSCRIBE_URL]
+    assert again.unsubscribe(ids[0], first.email, issue.id) == first.values[UNSUBSCRIBE_URL]
 
 
 def test_no_per_subscriber_queries(engine, session, settings, clock):
