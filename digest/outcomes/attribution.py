@@ -10,6 +10,7 @@ from before: the latest issue mailed to the address.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -35,6 +36,50 @@ def _subscriber_id(session: Session, email: str | None) -> int | None:
     except InvalidEmail:
         return None
     return session.execute(select(Subscriber.id).where(Subscriber.email == normalized)).scalar()
+
+
+_CHUNK = 500  # values per IN (...)
+
+
+def _normal(email: str | None) -> str | None:
+    try:
+        return normalize_email(email) if email else None
+    except InvalidEmail:
+        return None
+
+
+def attribute_many(session: Session, wanted: Sequence[tuple[str | None, str | None, str | None]]
+                   ) -> list[Attribution]:
+    """`attribute` for a request's events, (email, message id, issue key) each: the addresses
+    and the message ids are looked up in a few set-wise queries (SendGrid posts a thousand
+    events at once); only an event whose message is unknown is looked up on its own."""
+    S, D = Subscriber.__table__.c, Delivery.__table__.c
+    emails = sorted({e for e in (_normal(w[0]) for w in wanted) if e})
+    ids: dict[str, int] = {}
+    for i in range(0, len(emails), _CHUNK):
+        ids.update((email, subscriber_id) for email, subscriber_id in session.execute(
+            select(S.email, S.id).where(S.email.in_(emails[i:i + _CHUNK]))))
+    pairs = {(ids[e], m) for e, m in ((_normal(w[0]), w[1]) for w in wanted)
+             if m and e in ids}
+    found: dict[tuple[int, str], tuple[int, int]] = {}
+    subscribers = sorted({s for s, _ in pairs})
+    spellings = sorted({x for _, m in pairs for x in (m, f"<{m}>")})
+    for i in range(0, len(subscribers), _CHUNK):
+        for j in range(0, len(spellings), _CHUNK):
+            for delivery_id, issue_id, subscriber_id, stored in session.execute(
+                    select(D.id, D.issue_id, D.subscriber_id, D.provider_message_id)
+                    .where(D.subscriber_id.in_(subscribers[i:i + _CHUNK]),
+                           D.provider_message_id.in_(spellings[j:j + _CHUNK]))
+                    .order_by(D.id)):
+                key = (subscriber_id, stored.removeprefix("<").removesuffix(">"))
+                found[key] = (delivery_id, issue_id)  # the newest of equal ids wins
+    out = []
+    for email, message_id, issue_key in wanted:
+        subscriber_id = ids.get(_normal(email) or "")
+        hit = found.get((subscriber_id, message_id or "")) if subscriber_id else None
+        out.append(Attribution(hit[1], hit[0], "message") if hit
+                   else attribute(session, email, None, issue_key))
+    return out
 
 
 def attribute(session: Session, email: str | None, message_id: str | None,

@@ -24,7 +24,7 @@ from sqlmodel import select
 
 from digest.database import session_scope
 from digest.database.models import WebhookEvent
-from digest.outcomes.attribution import Attribution, attribute
+from digest.outcomes.attribution import Attribution, attribute_many
 from digest.outcomes.base import ProviderEvent
 from subscribers.lifecycle import InvalidEmail, apply_provider_event, email_hash
 
@@ -95,7 +95,7 @@ def record_events(engine: Engine, events: Sequence[ProviderEvent], *,
                     seen.update(session.exec(select(WebhookEvent.event_id).where(
                         WebhookEvent.provider == provider,
                         WebhookEvent.event_id.in_(chunk))))  # type: ignore[attr-defined]
-                new: list[tuple[ProviderEvent, Attribution]] = []
+                fresh: list[ProviderEvent] = []
                 duplicates = 0
                 for event in candidates:
                     keys = _keys(event)
@@ -104,11 +104,16 @@ def record_events(engine: Engine, events: Sequence[ProviderEvent], *,
                             duplicates += 1
                         continue
                     seen.update(keys)  # a repeat within this request is a duplicate too
-                    # Stored with the delivery and issue it is about: complaints per issue
-                    # feed the complaint cut-off, and every kind the report.
-                    about = (attribute(session, event.email, event.message_id, event.issue_key)
-                             if _stored(event) else Attribution(None))
-                    new.append((event, about))
+                    fresh.append(event)
+                # Stored with the delivery and issue it is about: complaints per issue feed
+                # the complaint cut-off, and every kind the report.
+                stored_ones = [e for e in fresh if _stored(e)]
+                found = iter(attribute_many(session, [(e.email, e.message_id, e.issue_key)
+                                                      for e in stored_ones]))
+                new: list[tuple[ProviderEvent, Attribution]] = [
+                    (e, next(found) if _stored(e) else Attribution(None)) for e in fresh]
+                for event, about in new:
+                    keys = _keys(event)
                     for key in keys:
                         stored = key == keys[0] and _stored(event)
                         session.add(WebhookEvent(provider=provider, event_id=key,

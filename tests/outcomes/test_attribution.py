@@ -425,3 +425,35 @@ def test_the_resubscribe_form_reads_an_unsubscribe_link_that_names_its_issue(eng
         assert client.post(f"/u/{token}").status_code == 200
         form = client.get(f"/subscribe?t={token}")
     assert form.status_code == 200 and 'value="reader6@example.com"' in form.text
+
+
+def test_a_request_s_events_are_attributed_in_a_few_queries(engine, two_sent):
+    """A SendGrid batch of many events: the addresses and message ids are looked up set-wise,
+    and the answers match one-by-one look-ups (an unknown message falls back on its own)."""
+    from sqlalchemy import event as sa_event
+
+    from digest.outcomes.attribution import attribute_many
+
+    w47, w48, _ = two_sent
+    wanted = [(f"Reader{i}@example.com", _message_of(engine, (w47, w48)[i % 2].id,
+                                                      f"reader{i}@example.com"), None)
+              for i in range(1, 7)]
+    statements = []
+
+    def count(*args):
+        if args[2].lstrip().upper().startswith("SELECT"):
+            statements.append(args[2])
+
+    with Session(engine) as session:
+        sa_event.listen(engine, "before_cursor_execute", count)
+        try:
+            batched = attribute_many(session, wanted)
+        finally:
+            sa_event.remove(engine, "before_cursor_execute", count)
+        single = [attribute(session, *w) for w in wanted]
+        unknown = attribute_many(session, [("reader1@example.com", "no-such-id", "2026-W48")])
+    assert len(statements) <= 2, statements
+    assert batched == single
+    assert [a.issue_id for a in batched] == [w48.id, w47.id] * 3
+    assert all(a.by == "message" for a in batched)
+    assert (unknown[0].issue_id, unknown[0].by) == (w48.id, "tag")
