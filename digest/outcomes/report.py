@@ -150,7 +150,8 @@ def link_stats(session: Session, issue_ids: Sequence[int]) -> dict[int, list[Lin
 
 def issue_outcomes(session: Session, *, keys: Sequence[str] | None = None,
                    last: int | None = None) -> list[IssueOutcome]:
-    """Outcomes of the issues that went out (or the given ones), newest first."""
+    """Outcomes of the issues that went out (or the given ones), newest first. A sent issue
+    seen for the first time gets its ledger totals kept (`totals`), which commits `session`."""
     query = select(Issue.id, Issue.key, Issue.status, Issue.status_reason, Issue.sent_at)
     if keys is not None:
         query = query.where(Issue.key.in_(list(keys)))
