@@ -219,7 +219,7 @@ def _sendgrid(event: str, **fields) -> ProviderEvent:
 
 
 def _postmark(bounce_type: str) -> ProviderEvent:
-    body = json.dumps({"RecordType": "Bounce", "ID": hash(bounce_type) % 10_000,
+    body = json.dumps({"RecordType": "Bounce", "ID": sum(map(ord, bounce_type)),
                        "Type": bounce_type, "Email": "reader1@example.com",
                        "MessageID": "pm-uuid-1", "BouncedAt": "2026-11-23T08:59:00Z"}).encode()
     return postmark.parse(body)[0]
@@ -457,3 +457,31 @@ def test_a_request_s_events_are_attributed_in_a_few_queries(engine, two_sent):
     assert [a.issue_id for a in batched] == [w48.id, w47.id] * 3
     assert all(a.by == "message" for a in batched)
     assert (unknown[0].issue_id, unknown[0].by) == (w48.id, "tag")
+
+
+def test_a_read_only_database_still_reports_without_keeping_totals(db_url, engine, two_sent):
+    """`digest report` against a replica: the totals cannot be kept, the report is the same."""
+    from sqlalchemy.engine import make_url
+
+    from digest.database import make_engine
+
+    w47, _, _ = two_sent
+    with Session(engine) as session:
+        session.delete(session.get(IssueTotals, w47.id))
+        session.commit()
+    if db_url.startswith("sqlite"):
+        url = f"sqlite:///file:{db_url.removeprefix('sqlite:///')}?mode=ro&uri=true"
+    else:
+        url = make_url(db_url).update_query_dict(
+            {"options": "-c default_transaction_read_only=on"}).render_as_string(
+                hide_password=False)
+    replica = make_engine(url)
+    try:
+        with Session(replica) as session:
+            found = {o.key: o for o in issue_outcomes(session)}
+            assert (found["2026-W47"].delivered, found["2026-W48"].delivered) == (6, 6)
+            assert found["2026-W47"].unsubscribed == 0  # the queries after the refusal ran
+    finally:
+        replica.dispose()
+    with Session(engine) as session:
+        assert session.get(IssueTotals, w47.id) is None
