@@ -236,7 +236,8 @@ def prebuilt_calls(engine, issue_id: int, settings, provider, limit: int) -> lis
 
     from digest.delivery.send import issue_parts
 
-    letter, factory = issue_parts(engine, issue_id, settings)
+    parts = issue_parts(engine, issue_id, settings)
+    letter, factory = parts.letter, parts.recipients
     size = provider.batch_limit
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT id, email, name FROM subscribers ORDER BY id LIMIT :n"),

@@ -381,6 +381,7 @@ class _Batch:
     skipped: list[tuple[int, str]]  # (delivery id, why): left the list since planning
     edition_id: int | None = None  # the segment edition its readers get (None: the issue's)
     recipients: list[Recipient] | None = None  # built off the ledger's thread
+    prepared: object | None = None  # its request, encoded ahead by the provider (`prepare`)
     building: Future | None = None
     future: Future | None = None
     outcomes: list[Outcome] | None = None
@@ -688,7 +689,7 @@ class Sender:
 
     def _submit(self, batch: _Batch) -> None:
         if self._executor is not None:
-            batch.building = self._builder.submit(self._factory(batch).batch, batch.rows)
+            batch.building = self._builder.submit(self._build, batch)
             batch.future = self._executor.submit(self._call_in_turn, batch)
             return
         batch.future = Future()
@@ -702,21 +703,31 @@ class Sender:
         try:
             if self._stopping.is_set():
                 return _NOT_CALLED
-            # Signed by the builder thread while the ledger thread works and this one waits on
-            # the previous answer: the three overlap.
-            batch.recipients = (batch.building.result() if batch.building is not None
-                                else self._factory(batch).batch(batch.rows))
+            # Signed and encoded by the builder thread while the ledger thread works and this
+            # one waits on the previous answer: the three overlap, and this thread only posts.
+            batch.recipients, batch.prepared = (batch.building.result()
+                                                if batch.building is not None
+                                                else self._build(batch))
             if not batch.recipients:
                 return []
             self._respect_provider_rate()
             try:
                 return self._call(batch.claim, batch.recipients, self._letter(batch),
-                                  started=batch.started)
+                                  started=batch.started, prepared=batch.prepared)
             except (_Stop, LostLock):
                 self._stopping.set()
                 raise
         finally:
             batch.started.set()
+
+    def _build(self, batch: _Batch) -> tuple[list[Recipient], object | None]:
+        """A batch's recipients (links signed) and its request as the provider encodes it: all
+        of a call's CPU work that does not need the wire."""
+        recipients = self._factory(batch).batch(batch.rows)
+        if not recipients:
+            return recipients, None
+        return recipients, self.provider.prepare(self._letter(batch), recipients,
+                                                 batch_key=batch.claim.batch_key)
 
     def _await(self, batch: _Batch) -> str | None:
         """Wait for a batch's call; returns a reason to stop, if the call gave one."""
@@ -794,7 +805,8 @@ class Sender:
                 else self.parts.of(batch.edition_id)[1])
 
     def _call(self, claim: ledger.Claim, batch: list[Recipient], letter: Letter, *,
-              started: threading.Event | None = None) -> list[Outcome] | None:
+              started: threading.Event | None = None,
+              prepared: object | None = None) -> list[Outcome] | None:
         """One provider call with retries. None: nothing to record (the batch was released as
         uncertain: no answer, no idempotency key; or it is no longer ours). Giving up releases
         the batch and stops the send.
@@ -816,7 +828,8 @@ class Sender:
             if started is not None:
                 started.set()
             try:
-                outcomes = self.provider.send_batch(letter, batch, batch_key=claim.batch_key)
+                outcomes = self.provider.send_prepared(prepared, letter, batch,
+                                                       batch_key=claim.batch_key)
             except PermanentProviderError as exc:
                 self._release(claim, uncertain=in_doubt, reason=f"provider refused: {exc}")
                 raise _Stop(f"the provider refused the send: {exc}") from exc

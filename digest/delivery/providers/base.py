@@ -189,6 +189,19 @@ class Provider(ABC):
         Raises TransientProviderError when the whole call should be retried, and
         PermanentProviderError when no retry can help (credentials, a suspended account)."""
 
+    def prepare(self, letter: Letter, recipients: Sequence[Recipient], *,
+                batch_key: str) -> object | None:
+        """Whatever of a batch's request can be built before it is its turn to leave (the
+        encoded payload), so a sender can build the next request while this one is on the
+        wire. None: nothing to build ahead; `send_prepared` then does all of `send_batch`."""
+        return None
+
+    def send_prepared(self, prepared: object | None, letter: Letter,
+                      recipients: Sequence[Recipient], *, batch_key: str) -> list[Outcome]:
+        """`send_batch` with what `prepare` built for the same letter, recipients and key (a
+        retry of the batch may send it again: it is the very same request)."""
+        return self.send_batch(letter, recipients, batch_key=batch_key)
+
     def close(self) -> None:
         """Release connections."""
 

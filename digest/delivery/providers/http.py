@@ -318,13 +318,29 @@ class HttpProvider(Provider):
 
     def send_batch(self, letter: Letter, recipients: Sequence[Recipient], *,
                    batch_key: str) -> list[Outcome]:
+        return self.send_prepared(self.prepare(letter, recipients, batch_key=batch_key), letter,
+                                  recipients, batch_key=batch_key)
+
+    def prepare(self, letter: Letter, recipients: Sequence[Recipient], *,
+                batch_key: str) -> Call | None:
+        """The batch's request, encoded: the CPU-heavy half of a call, which the send loop
+        builds while the previous request waits for its answer."""
         if not recipients:
-            return []
+            return None
         if len(recipients) > self.batch_limit:
             raise ValueError(f"{self.name}: batch of {len(recipients)} exceeds the limit of "
                              f"{self.batch_limit}")
-        call = self.build_request(letter, recipients, batch_key)
-        response = self.post(call)
+        return self.build_request(letter, recipients, batch_key)
+
+    def send_prepared(self, prepared: object | None, letter: Letter,
+                      recipients: Sequence[Recipient], *, batch_key: str) -> list[Outcome]:
+        if not recipients:
+            return []
+        if prepared is None:
+            prepared = self.prepare(letter, recipients, batch_key=batch_key)
+        if not isinstance(prepared, Call):
+            raise TypeError(f"{self.name}: send_prepared needs the Call that prepare built")
+        response = self.post(prepared)
         if 200 <= response.status_code < 300:
             try:
                 outcomes = self.parse_outcomes(response, letter, recipients)
