@@ -305,6 +305,13 @@ class HttpProvider(Provider):
         self.session.mount("https://", adapter)
         self.session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
         self.session.headers.update(self.auth_headers())
+        # Proxies and a CA bundle from the environment are honoured, but read once here: left to
+        # requests, every call walks the whole environment (a tenth of a call's CPU), and a
+        # ~/.netrc entry could replace the provider's own Authorization header.
+        env = self.session.merge_environment_settings(self.base_url, {}, None, None, None)
+        self._transport = {"proxies": env["proxies"], "verify": env["verify"],
+                           "cert": env["cert"]}
+        self.session.trust_env = False
 
     # --- what a provider module fills in ------------------------------------------------------
 
@@ -380,7 +387,7 @@ class HttpProvider(Provider):
         try:
             response = self.session.request(call.method, url, data=call.body, files=call.form,
                                             headers=call.headers, timeout=self.timeout,
-                                            allow_redirects=False)
+                                            allow_redirects=False, **self._transport)
         except requests.ConnectTimeout as exc:
             raise TransientProviderError(f"{self.name}: connecting to {self.base_url} timed out "
                                          f"({exc.__class__.__name__})") from exc
