@@ -40,6 +40,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 from sqlalchemy import and_, bindparam, case, func, literal, or_, select, text, update
 from sqlmodel import Session
@@ -519,8 +520,14 @@ def record_outcomes(session: Session, batch_key: str, results: Sequence[tuple[in
     members = _members(batch.issue_id, batch.batch_no, batch.first_id, batch.last_id)
     is_open = (*members, D.status == "pending")
     groups: dict[tuple[str, str | None, str], list[int]] = defaultdict(list)
-    for delivery_id, outcome in results:
-        groups[(outcome.status, outcome.message_id, outcome.reason)].append(delivery_id)
+    outcomes = list(map(itemgetter(1), results))
+    if outcomes and len(set(map(id, outcomes))) == 1:
+        # One answer for the whole batch (a substitution provider): grouped in C passes.
+        one = outcomes[0]
+        groups[(one.status, one.message_id, one.reason)] = list(map(itemgetter(0), results))
+    else:
+        for delivery_id, outcome in results:
+            groups[(outcome.status, outcome.message_id, outcome.reason)].append(delivery_id)
     skip_groups: dict[str, list[int]] = defaultdict(list)
     for delivery_id, reason in skipped:
         skip_groups[reason].append(delivery_id)

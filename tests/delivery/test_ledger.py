@@ -288,6 +288,24 @@ def test_record_each_kind_of_outcome(session, planned):
     session.commit()
 
 
+def test_one_outcome_object_for_the_whole_batch_is_recorded_like_equal_ones(session, planned):
+    """A substitution provider answers a batch with one shared outcome object (the fast path);
+    the rows end as they would with one object per recipient, transient ones included."""
+    claim(session, planned, 10, key="k")
+    ids = [r.id for r in rows(session, planned.id)][:10]
+    busy = Outcome.transient("busy")
+    got = record(session, "k", [(i, busy) for i in ids[:4]]
+                 + [(i, Outcome.transient("busy")) for i in ids[4:]])
+    assert (got.sent, got.retry) == (0, 10)
+    claim(session, planned, 10, key="k2", now=LATER + dt.timedelta(seconds=11))
+    shared = Outcome.sent("one-id")
+    got = record(session, "k2", [(i, shared) for i in ids], whole_batch=True)
+    assert got.sent == 10
+    by_id = {r.id: r for r in rows(session, planned.id)}
+    assert {(by_id[i].status, by_id[i].provider_message_id, by_id[i].attempts)
+            for i in ids} == {("sent", "one-id", 2)}
+
+
 def test_a_fully_answered_batch_is_done(session, planned):
     got = claim(session, planned, 25, key="k")
     ids = [r.id for r in rows(session, planned.id)]
