@@ -306,6 +306,23 @@ def test_one_outcome_object_for_the_whole_batch_is_recorded_like_equal_ones(sess
             for i in ids} == {("sent", "one-id", 2)}
 
 
+def test_own_message_ids_are_written_set_wise_and_never_over_a_final_row(session, planned):
+    """Full-body providers give each recipient its own id: written in one statement, the ids
+    kept exactly (quotes, non-ASCII, none at all), a row already final left alone."""
+    claim(session, planned, 5, key="k")
+    ids = [r.id for r in rows(session, planned.id)][:5]
+    session.execute(update(Delivery).where(Delivery.id == ids[4])
+                    .values(status="skipped", reason="subscriber unsubscribed"))
+    session.commit()
+    mids = ['pm-"0"', "pm-é-1", None, "x" * 200, "pm-4"]
+    got = record(session, "k", [(i, Outcome.sent(m)) for i, m in zip(ids, mids)])
+    assert got.sent == 4
+    by_id = {r.id: r for r in rows(session, planned.id)}
+    assert [(by_id[i].status, by_id[i].provider_message_id, by_id[i].batch_key)
+            for i in ids] == [("sent", m, "k") for m in mids[:4]] + [("skipped", None, None)]
+    assert [by_id[i].attempts for i in ids] == [1, 1, 1, 1, 0]
+
+
 def test_a_fully_answered_batch_is_done(session, planned):
     got = claim(session, planned, 25, key="k")
     ids = [r.id for r in rows(session, planned.id)]
