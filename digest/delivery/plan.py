@@ -31,13 +31,20 @@ PLANNABLE_STATES = ("ready", "sending", "paused")
 _PLANNABLE_SQL = ", ".join(f"'{state}'" for state in PLANNABLE_STATES)
 
 # Each reader gets their segment's edition (joined on the segment it was made for; none made, or
-# one that shares the issue's render: the issue's own, `edition_id` NULL). Deliveries are numbered edition by edition, so every batch is a run
-# of one edition's readers and a provider request carries one body. Readers whose segment has
-# nothing this week are recorded `skipped` at once, in batches of their own that are done.
+# one that shares the issue's render: the issue's own, `edition_id` NULL). Each edition's readers
+# are cut into chunks of `size` in subscriber order, and a batch is one chunk of one edition, so
+# a provider request carries one body. Deliveries are numbered chunk by chunk, every edition's
+# first chunk, then every edition's second, ...: readers are spread over segments without regard
+# to their ids, so each edition's k-th chunk covers about the same stretch of subscriber ids, and
+# the inserts land in a narrow window of the (issue, subscriber) and subscriber indexes that moves
+# forward, instead of sweeping both indexes once per edition (numbered edition by edition, a
+# million readers in 50 segments took 3.2 s more CPU to plan than in one; this way 1.8 s more).
+# With one segment the order is subscriber order. Readers whose segment has nothing this week are
+# recorded `skipped` at once, in batches of their own that are done, numbered after the rest.
 _PLAN_SQL = text(f"""
 INSERT INTO deliveries (issue_id, subscriber_id, edition_id, batch_no, status, attempts, reason,
                         updated_at)
-SELECT :issue_id, x.sid, x.eid, :base + DENSE_RANK() OVER (ORDER BY x.empty, x.pos, x.chunk) - 1,
+SELECT :issue_id, x.sid, x.eid, :base + DENSE_RANK() OVER (ORDER BY x.empty, x.chunk, x.pos) - 1,
        CASE WHEN x.empty THEN 'skipped' ELSE 'pending' END, 0,
        CASE WHEN x.empty THEN :nothing ELSE '' END, :now
 FROM (SELECT s.id AS sid, CASE WHEN e.shared THEN NULL ELSE e.id END AS eid,
@@ -51,7 +58,7 @@ FROM (SELECT s.id AS sid, CASE WHEN e.shared THEN NULL ELSE e.id END AS eid,
         AND EXISTS (SELECT 1 FROM issues i
                     WHERE i.id = :issue_id AND i.status IN ({_PLANNABLE_SQL}))) x
 WHERE TRUE
-ORDER BY x.empty, x.pos, x.sid
+ORDER BY x.empty, x.chunk, x.pos, x.sid
 ON CONFLICT (issue_id, subscriber_id) DO NOTHING
 """).bindparams(bindparam("now", type_=UTCDateTime()))
 
@@ -97,8 +104,8 @@ def plan_deliveries(session: Session, issue_id: int, *, now: dt.datetime,
     batches of `batch_size` (the sender's provider limit; a sender with a smaller limit splits a
     batch when it claims it).
 
-    The caller commits. Inserting in subscriber-id order keeps delivery ids in the same order,
-    so batches read subscribers sequentially.
+    The caller commits. Within a batch, delivery ids ascend with subscriber ids (with a single
+    segment, across the whole list), so a batch reads subscribers in index order.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")

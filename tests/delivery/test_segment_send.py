@@ -102,3 +102,48 @@ def test_sending_again_mails_nobody_twice(engine, session, settings):
     # The issue was finished, so nobody else is mailed, not even the reader who joined after.
     assert sent_second == [] and report.complete
     assert late[0].email not in sent_first
+
+
+def test_batches_carry_one_edition_in_runs_of_ids_chunk_by_chunk(engine, session, settings):
+    """Readers of three segments signed up in turn: each batch is a run of delivery ids of one
+    edition in subscriber order, every edition's first chunk is numbered before any second
+    chunk, and the empty segment's readers come last, skipped, in batches that are done."""
+    from digest.database.models import DeliveryBatch, IssueEdition
+    from digest.delivery.plan import plan_deliveries
+    from digest.edition.segments import compose_segments
+
+    week(session)
+    for i in range(5):
+        readers(session, 1, prefix=f"all{i}-")
+        readers(session, 1, ["Data Infrastructure"], prefix=f"data{i}-")
+        readers(session, 1, ["Code Review"], True, prefix=f"review{i}-")  # nothing ships there
+    issue = compose_issue(session, settings, "2026-W47", now=AFTER)
+    compose_segments(session, settings, issue, now=AFTER)
+    plan_deliveries(session, issue.id, now=AFTER, batch_size=2)
+    session.commit()
+    segment_of = {e.id: e.segment for e in session.exec(
+        select(IssueEdition).where(IssueEdition.issue_id == issue.id))}
+    rows = session.exec(select(Delivery).where(Delivery.issue_id == issue.id)
+                        .order_by(Delivery.id)).all()
+    batches = session.exec(select(DeliveryBatch).where(DeliveryBatch.issue_id == issue.id)
+                           .order_by(DeliveryBatch.batch_no)).all()
+    assert [b.first_id for b in batches] == sorted(b.first_id for b in batches)
+    chunks: dict[str, int] = {}
+    order = []
+    for batch in batches:
+        members = [d for d in rows if d.batch_no == batch.batch_no]
+        assert [d.id for d in members] == list(range(batch.first_id, batch.last_id + 1))
+        assert len(members) == batch.size and batch.size <= 2
+        assert [d.subscriber_id for d in members] == sorted(d.subscriber_id for d in members)
+        edition = {d.edition_id for d in members}
+        assert len(edition) == 1
+        statuses = {d.status for d in members}
+        assert len(statuses) == 1
+        key = "skipped" if statuses == {"skipped"} else segment_of.get(edition.pop(), "all")
+        chunks[key] = chunks.get(key, -1) + 1
+        order.append((key == "skipped", chunks[key]))
+        assert batch.status == ("done" if key == "skipped" else "pending")
+    # Non-empty first, then chunk by chunk: every edition's k-th chunk before any (k+1)-th.
+    assert order == sorted(order)
+    assert {k for k in chunks} == {"all", "data-infrastructure", "skipped"}
+    assert chunks["all"] == chunks["data-infrastructure"] == chunks["skipped"] == 2
