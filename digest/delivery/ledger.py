@@ -724,9 +724,18 @@ def states_query(*columns):
 def counts(session: Session, issue_id: int) -> Counts:
     """Per-recipient states (see `states_query`): the ledger grouped by (batch, state) first,
     then that small result joined to the batches. Joining row by row instead left the plan to
-    statistics, which are stale in the middle of a send (a minute at a million rows)."""
+    statistics, which are stale in the middle of a send (a minute at a million rows).
+
+    The ledger is read as the primary-key range of the issue's deliveries (its ends found in the
+    (issue, subscriber) index alone), in table order: fetched through that index instead, rows
+    planned segment by segment come in a scattered order, half as fast again at a million.
+    (Batch ranges cannot bound it: a claim narrows its batch's range to the rows still open.)"""
+    lo, hi = session.execute(select(func.min(D.id), func.max(D.id))
+                             .where(D.issue_id == issue_id)).one()
     per_batch = (select(D.batch_no, D.status, func.count().label("n"))
-                 .where(D.issue_id == issue_id).group_by(D.batch_no, D.status).subquery())
+                 .where(D.id.between(lo if lo is not None else 0, hi if hi is not None else -1),
+                        (D.issue_id + 0) == issue_id)
+                 .group_by(D.batch_no, D.status).subquery())
     state = case((and_(per_batch.c.status == "pending", B.status.in_(_RECORDABLE)), B.status),
                  else_=per_batch.c.status)
     by_status: dict[str, int] = {}
