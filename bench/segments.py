@@ -13,7 +13,8 @@ its memory peak is its own), in the same invocation:
 The sink parses every request, counts the distinct recipients it received and the distinct
 bodies (editions) they came in, and the run fails unless it got exactly N distinct recipients.
 Renders of segment editions are counted in the sending process. Targets: at most SEGMENTS
-renders, the segmented send within 1.2 x the single-segment time, peak RSS under 250 MB.
+renders, the segmented send within 1.2 x the single-segment time, peak RSS under 250 MB. The
+CPU-time ratio is printed beside the wall-time one: on a shared machine it moves less.
 """
 
 from __future__ import annotations
@@ -180,7 +181,11 @@ def main() -> int:
     ok = (one["sink_recipients"] == many["sink_recipients"] == args.subscribers
           and many["renders"] <= args.segments and ratio <= RATIO_TARGET
           and max(one["peak_rss_mb"], many["peak_rss_mb"]) < MEMORY_TARGET_MB)
-    print(f"ratio {ratio:.3f} (target <= {RATIO_TARGET}); renders {many['renders']} "
+    # CPU per recipient does not stretch with other work on a shared machine the way wall time
+    # does, so its ratio says what the segments themselves cost.
+    cpu_ratio = many["cpu_us_per_recipient"] / one["cpu_us_per_recipient"]
+    print(f"ratio {ratio:.3f} (target <= {RATIO_TARGET}; CPU ratio {cpu_ratio:.3f}); "
+          f"renders {many['renders']} "
           f"(at most {args.segments}); load average {os.getloadavg()[0]:.2f}; "
           f"{'ok' if ok else 'MISSED'}")
     return 0 if ok else 1
