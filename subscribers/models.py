@@ -8,7 +8,7 @@ nothing from `digest`.
 import datetime as dt
 from typing import Optional
 
-from sqlalchemy import Column, Integer, Text
+from sqlalchemy import Column, Index, Integer, Text
 from sqlmodel import Field, SQLModel
 
 from subscribers.storage import UTCDateTime, utcnow
@@ -26,7 +26,13 @@ class Subscriber(SQLModel, table=True):
     sequence never goes back): a removed person's id must not name the next person to sign up."""
 
     __tablename__ = "subscribers"
-    __table_args__ = {"sqlite_autoincrement": True}
+    __table_args__ = (
+        # A segment's readers in id order with what a send reads of them: a batch of one segment
+        # edition reads a few adjacent pages of it, not a table page per reader (they are spread
+        # over the whole table). See digest/delivery/ledger.py `batch_rows`.
+        Index("ix_subscribers_segment_read", "segment", "id", "status", "email", "name"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Optional[int] = Field(default=None, primary_key=True)
     email: str = Field(max_length=320, unique=True, index=True)  # normalised: lower-cased

@@ -147,3 +147,66 @@ def test_batches_carry_one_edition_in_runs_of_ids_chunk_by_chunk(engine, session
     assert order == sorted(order)
     assert {k for k in chunks} == {"all", "data-infrastructure", "skipped"}
     assert chunks["all"] == chunks["data-infrastructure"] == chunks["skipped"] == 2
+
+
+def test_a_reader_who_changes_segment_after_the_plan_still_gets_the_planned_edition(
+        engine, session, settings):
+    """A batch reads its readers through the (segment, id) index on SQLite; one who chose other
+    categories since the plan is found by id instead and mailed once, with the edition planned,
+    and one who unsubscribed since is not mailed at all."""
+    from digest.delivery.plan import plan_deliveries
+    from digest.edition.segments import compose_segments
+
+    week(session)
+    data = readers(session, 4, ["Data Infrastructure"], prefix="data")
+    issue = compose_issue(session, settings, "2026-W47", now=AFTER)
+    compose_segments(session, settings, issue, now=AFTER)
+    plan_deliveries(session, issue.id, now=AFTER)
+    session.commit()
+    preferences.store(session, data[1], Preferences(("Code Review",), False), at=AFTER)
+    lifecycle.unsubscribe(session, data[2], at=AFTER)
+    session.commit()
+    provider = RecordingProvider(batch_limit=10)
+    report = send(engine, issue, provider, settings)
+    assert report.complete
+    mailed = [(address, letter.html.fill({t: "" for t in letter.html.tokens}).upper())
+              for call, letter in zip(provider.calls, provider.letters) for address in call.emails]
+    assert sorted(a for a, _ in mailed) == sorted([data[0].email, data[1].email, data[3].email])
+    assert all("DATA-1A" in html and "CODE-2A" not in html for _, html in mailed)
+    skipped = session.exec(select(Delivery).where(Delivery.status == "skipped")).all()
+    assert [(d.subscriber_id, d.reason) for d in skipped] == [(data[2].id, "subscriber unsubscribed")]
+
+
+def test_on_sqlite_a_segment_batch_reads_its_readers_through_the_segment_index(engine, session,
+                                                                              settings):
+    from sqlalchemy import event
+
+    from digest.delivery.plan import plan_deliveries
+    from digest.edition.segments import compose_segments
+
+    if engine.dialect.name != "sqlite":
+        return
+    week(session)
+    readers(session, 3, ["Data Infrastructure"], prefix="data")
+    issue = compose_issue(session, settings, "2026-W47", now=AFTER)
+    compose_segments(session, settings, issue, now=AFTER)
+    plan_deliveries(session, issue.id, now=AFTER)
+    session.commit()
+    seen: list[tuple[str, object]] = []
+
+    def listener(conn, cur, stmt, params, context, executemany):
+        if "subscribers" in stmt and "deliveries" in stmt:
+            seen.append((stmt, params))
+
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        assert send(engine, issue, RecordingProvider(batch_limit=10), settings).complete
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    plans = []
+    with engine.connect() as conn:
+        for stmt, params in seen:
+            plans.append(" | ".join(row[3] for row in conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN " + stmt, params)))
+    assert any("COVERING INDEX ix_subscribers_segment_read (segment=? AND id=?)" in plan
+               for plan in plans), plans

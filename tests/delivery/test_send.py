@@ -140,9 +140,9 @@ def test_no_per_subscriber_queries(engine, session, settings, clock):
         assert report.sent == 200 * (len(counted) + 1)
         counted.append(len(seen))
     # Fixed per send: acquiring, the segment editions, planning, finishing; and two batches, each
-    # started in a write of its own.
+    # started in a write of its own (and on SQLite, each looking up its segment before its rows).
     assert counted[0] < 55 + 2 * 3, counted
-    assert counted[1] - counted[0] <= 2 * 10, counted
+    assert counted[1] - counted[0] <= 2 * 11, counted
 
 
 def test_outbox_messages_parse_with_unsubscribe_headers(engine, session, settings, clock):
