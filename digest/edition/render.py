@@ -286,15 +286,28 @@ class _Inliner(premailer.Premailer):
 # copy the same few declarations onto every table cell and cost kilobytes of the budget.
 _MJML_STYLE = re.compile(r'<style type="text/css">')
 _INDENT = re.compile(r"\n[ \t]+")
-# Outlook for Windows ignores inline-block widths; these markers give it a two-cell table.
-_MSO_CELL = '<td width="50%" valign="top">'
-_MSO_MARKERS = {
-    "<!--mso:pair-open-->": "<!--[if mso]><table role=\"presentation\" width=\"100%\" "
-                            f"cellpadding=\"0\" cellspacing=\"0\"><tr>{_MSO_CELL}<![endif]-->",
-    "<!--mso:pair-next-->": f"<!--[if mso]></td>{_MSO_CELL}<![endif]-->",
-    "<!--mso:pair-close-->": "<!--[if mso]></td></tr></table><![endif]-->",
-}
-_MSO_RE = re.compile("|".join(re.escape(m) for m in _MSO_MARKERS))
+# What MJML writes for full-width columns and for Internet Explorer and Outlook 2003, none of it
+# doing anything in a document whose columns are all 100% wide (their inline style already says
+# so): dropped, as the issue is sent once per reader.
+_MJML_COLUMN_CLASS = re.compile(r"mj-column-per-([\w-]+)")
+_MJML_FULL_WIDTH = (
+    '<style type="text/css">@media only screen and (min-width:480px) { .mj-column-per-100 '
+    '{ width:100% !important; max-width:100%; }  }</style><style media="screen and '
+    '(min-width:480px)">.moz-text-html .mj-column-per-100 { width:100% !important; '
+    'max-width:100%; } </style>',
+    '<!--[if lte mso 11]>\n<style type="text/css">\n.mj-outlook-group-fix { width:100% '
+    '!important; }\n</style>\n<![endif]-->\n',
+    ' class="mj-outlook-group-fix mj-column-per-100"',
+    '<!--[if !mso]><!--><meta http-equiv="X-UA-Compatible" content="IE=edge"><!--<![endif]-->',
+)
+
+
+def _drop_unused_mjml(html: str) -> str:
+    if set(_MJML_COLUMN_CLASS.findall(html)) != {"100"}:
+        return html
+    for block in _MJML_FULL_WIDTH:
+        html = html.replace(block, "")
+    return html
 
 
 def mjml_to_email(mjml_source: str, *, inline_css: str | None = None) -> str:
@@ -302,8 +315,7 @@ def mjml_to_email(mjml_source: str, *, inline_css: str | None = None) -> str:
     no network, `!important` kept). The weekly issue inlines nothing: its look is in <head>
     once, which halves its size; the confirmation email inlines its own small stylesheet."""
     # Template indentation is only bytes in the email: a newline keeps the word break it made.
-    html = mjml2html(_INDENT.sub("\n", mjml_source), fonts={})
-    html = _MSO_RE.sub(lambda m: _MSO_MARKERS[m.group(0)], html)
+    html = _drop_unused_mjml(mjml2html(_INDENT.sub("\n", mjml_source), fonts={}))
     if inline_css is not None:
         html = _MJML_STYLE.sub('<style data-premailer="ignore" type="text/css">', html)
         html = _Inliner(
