@@ -302,7 +302,12 @@ _MJML_FULL_WIDTH = (
 )
 
 
+# mjml-python writes the head's raw <meta> and <link> elements XML-style (`<meta ... />`).
+_SELF_CLOSED = re.compile(r"(<(?:meta|link)\b[^<>]*?)\s*/>")
+
+
 def _drop_unused_mjml(html: str) -> str:
+    html = _SELF_CLOSED.sub(r"\1>", html)
     if set(_MJML_COLUMN_CLASS.findall(html)) != {"100"}:
         return html
     for block in _MJML_FULL_WIDTH:

@@ -167,7 +167,7 @@ def test_email_conventions(conf):
     assert metas["color-scheme"] == "light dark"
     assert metas["viewport"].startswith("width=device-width")
     assert re.search(r"@media \(prefers-color-scheme:\s*dark\)", issue.html)
-    assert "!important" in issue.html  # the inliner kept them: dark mode and columns need them
+    assert "!important" in issue.html  # dark mode beats the header's inline colours
     assert "max-width:600px" in issue.html
     preheader = next(d for d in doc.find("div") if d.get("class") == "preheader")
     assert "display:none" in preheader["style"] and "color" not in preheader["style"]
@@ -176,8 +176,13 @@ def test_email_conventions(conf):
     assert all(img.get("alt") is not None for img in doc.find("img"))
     assert not doc.find("link") and not doc.find("script") and "@import" not in issue.html
     assert not re.search(r'src="https?:', issue.html)  # nothing to fetch from the network
-    bars = [t for t in doc.find("table") if t.get("role") == "img"]
-    assert bars and all(b["aria-label"].startswith("Average score") for b in bars)
+    # The score bars only draw the average printed above each: screen readers skip them.
+    bars = [t for t in doc.find("table") if t.get("class") == "bar"]
+    assert len(bars) == 6 and all(b.get("aria-hidden") == "true" for b in bars)
+    assert doc.text.count("/ 100 average") == 6
+    # The look is in <head> once: an element's inline style is the exception, not the rule.
+    body = issue.html[issue.html.index("<body"):]
+    assert body.count(' style="') < 40, "styles inlined per element again"
     assert conf.postal_address in doc.text and conf.postal_address in issue.text
     assert "16–22 November 2026" in doc.text and "Week 47, 2026" in doc.text
 
@@ -241,7 +246,7 @@ def test_quote_only_tools_render_without_scores(conf):
     issue = render([comparison], conf)
     doc = Document(issue.html)
     assert doc.text.count("Quote-only review: no scores published.") == 2
-    assert not [t for t in doc.find("table") if t.get("role") == "img"]
+    assert not [t for t in doc.find("table") if t.get("class") == "bar"]
     assert issue.text.count("Quote-only review: no scores published.") == 2
 
 

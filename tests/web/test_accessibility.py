@@ -99,7 +99,7 @@ def test_skip_and_ship_tools_differ_at_a_glance(browser, issue_file, scheme):
     try:
         style = page.evaluate("""() => Object.fromEntries(['ship', 'skip', 'none'].map(v => {
             const box = document.querySelector('.box-' + v);
-            const bar = box.querySelector('.bar-fill');
+            const bar = box.querySelector('.bar td[class]');
             return [v, {edge: getComputedStyle(box).borderLeftColor,
                         width: getComputedStyle(box).borderLeftWidth,
                         bar: bar && getComputedStyle(bar).backgroundColor,

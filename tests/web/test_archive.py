@@ -95,7 +95,9 @@ def test_an_issue_page_is_the_issue_without_any_reader_in_it(client, session, se
     assert page.status_code == 200
     body = page.text
     assert "Week 40, 2026" in body and "Quillmark" in body
-    assert f'<link rel="canonical" href="https://digest.example.test/archive/{issue.key}">' in body
+    # (the email's minify step may break a line inside the tag, where a space was)
+    assert re.search(r'<link\s+rel="canonical" href="https://digest\.example\.test/archive/'
+                     + re.escape(issue.key) + '">', body)
     # No placeholder, token, address or name: the page is the same for everybody.
     assert "%%" not in body
     assert "/u/" not in body and "/vote/" not in body and "?t=" not in body

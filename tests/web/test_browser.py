@@ -4,6 +4,7 @@ at 375 px with nothing scrolling sideways; screenshots go to the artifacts folde
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 
 import pytest
@@ -61,12 +62,12 @@ def test_email_layout(browser, email_file, artifacts_dir, width, scheme):
     try:
         page.screenshot(path=str(artifacts_dir / f"email-{width}-{scheme}.png"), full_page=True)
         assert page.evaluate("document.documentElement.scrollWidth") <= width
-        firsts, seconds = _boxes(page, ".tool-a .box"), _boxes(page, ".tool-b .box")
+        firsts, seconds = _boxes(page, ".col:first-child .box"), _boxes(page, ".col:last-child .box")
         assert len(firsts) == len(seconds) == 4
         # Every tool's community line and vote links are readable (the pair's wrapper sets
         # font-size 0, so text outside a tool's box would take no space and show nothing).
-        for selector in (".community", ".vote a"):
-            found = page.locator(selector)
+        community = page.locator(".box p", has_text=re.compile(r"\bvotes?\b"))
+        for selector, found in (("community line", community), ("vote link", page.locator(".vote a"))):
             assert found.count() >= 8
             for i in range(found.count()):
                 assert found.nth(i).is_visible(), selector
@@ -80,7 +81,7 @@ def test_email_layout(browser, email_file, artifacts_dir, width, scheme):
             else:
                 assert abs(a["y"] - b["y"]) < 1, "desktop: the tools sit side by side"
                 assert b["x"] >= a["x"] + a["width"]
-        card = page.query_selector(".card-pair")
+        card = page.query_selector(".pair")
         background = card.evaluate("el => getComputedStyle(el).backgroundColor")
         assert background == ("rgb(23, 27, 36)" if scheme == "dark" else "rgb(255, 255, 255)")
         assert all(url.startswith(("file:", "data:")) for url in requests), requests
