@@ -259,9 +259,12 @@ def _minify_css(css: str) -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def _head_css() -> str:
-    """head.css, minified: the issue's look, written once in <head> (see the file for why)."""
-    return _minify_css((template_dir() / "head.css").read_text("utf-8"))
+def _head_css() -> tuple[str, str]:
+    """head.css, minified, as (the look, its phone and dark-mode rules): two <style> blocks, so
+    a mail app that throws away a block over a media query it dislikes keeps the look."""
+    css = _minify_css((template_dir() / "head.css").read_text("utf-8"))
+    cut = css.index("@media")
+    return css[:cut], css[cut:]
 
 
 class _Inliner(premailer.Premailer):
@@ -318,12 +321,17 @@ def _drop_unused_mjml(html: str) -> str:
     return html
 
 
-def mjml_to_email(mjml_source: str, *, inline_css: str | None = None) -> str:
+def mjml_to_email(mjml_source: str, *, inline_css: str | None = None,
+                  media_css: str | None = None) -> str:
     """MJML -> responsive HTML, with `inline_css` (if any) inlined into the elements (premailer:
     no network, `!important` kept). The weekly issue inlines nothing: its look is in <head>
-    once, which halves its size; the confirmation email inlines its own small stylesheet."""
+    once, which halves its size; the confirmation email inlines its own small stylesheet.
+    `media_css` becomes the last <style> block of the head, after MJML's and mj-style's."""
     # Template indentation is only bytes in the email: a newline keeps the word break it made.
     html = _drop_unused_mjml(mjml2html(_INDENT.sub("\n", mjml_source), fonts={}))
+    if media_css:
+        head_end = html.index("</head>")
+        html = f'{html[:head_end]}<style type="text/css">{media_css}</style>{html[head_end:]}'
     if inline_css is not None:
         html = _MJML_STYLE.sub('<style data-premailer="ignore" type="text/css">', html)
         html = _Inliner(
@@ -396,9 +404,10 @@ def _context(frame: _Frame, shown: int) -> dict:
 
 
 def _render_html(frame: _Frame, shown: int) -> str:
+    look, media = _head_css()
     mjml = environment().get_template("digest.mjml.j2").render(_context(frame, shown),
-                                                              head_css=_head_css())
-    return mjml_to_email(mjml)
+                                                              head_css=look)
+    return mjml_to_email(mjml, media_css=media)
 
 
 def _render_text(frame: _Frame, shown: int) -> str:
