@@ -52,7 +52,8 @@ def token_allowance(base_url: str | None = None) -> dict[str, int]:
     per_link = len(base_url.encode("utf-8")) + LINK_TOKEN_MAX
     return {**TOKEN_ALLOWANCE, VOTE_URL: per_link, PREFERENCES_URL: per_link}
 
-# More cards than fit in the budget (about 4 KB each): where the search for the cut starts.
+# Where the search for the cut starts when there are more comparisons than this (a card is
+# about 3.5 KB, so about 26 fit).
 FIRST_PROBE = 16
 TAGLINE_LIMIT = 140
 PRICING_LIMIT = 120
@@ -306,13 +307,13 @@ _MJML_FULL_WIDTH = (
     ' class="mj-outlook-group-fix mj-column-per-100"',
     '<!--[if !mso]><!--><meta http-equiv="X-UA-Compatible" content="IE=edge"><!--<![endif]-->',
 )
-
-
 # mjml-python writes the head's raw <meta> and <link> elements XML-style (`<meta ... />`).
 _SELF_CLOSED = re.compile(r"(<(?:meta|link)\b[^<>]*?)\s*/>")
 
 
 def _drop_unused_mjml(html: str) -> str:
+    """MJML's output without the blocks above (when every column is full width), and with
+    HTML's void elements written the HTML way."""
     html = _SELF_CLOSED.sub(r"\1>", html)
     if set(_MJML_COLUMN_CLASS.findall(html)) != {"100"}:
         return html
