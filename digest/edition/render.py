@@ -111,6 +111,9 @@ class ToolView:
     reviews: tuple[ReviewView, ...]
     has_scores: bool
     community: str  # "12 reader votes · 75% ship", or "No community votes yet"
+    # The number of the earlier comparison in this issue that shows the tool in full, when this
+    # is a repeat: the plain-text part then prints it short, with a pointer back.
+    described_in: int | None = None
 
 
 @dataclass(frozen=True)
@@ -186,6 +189,31 @@ def card_view(comparison: Comparison, number: int,
         quote_by=f"{quote.reviewer} on {quote.tool}" if quote else None,
         tools=(tool_view(a, (votes or {}).get(a.id)), tool_view(b, (votes or {}).get(b.id))),
     )
+
+
+def mark_repeats(cards: Sequence[CardView]) -> tuple[CardView, ...]:
+    """The cards with each tool that an earlier card already shows marked with that card's
+    number, and a quote an earlier card already prints left out. A week often compares one
+    tool more than once (and picks the same reviewer's line for it); every reader pays the
+    bytes of each repeat, and its tagline, pricing, scores or quote say nothing new the
+    second time."""
+    first: dict[str, int] = {}
+    quoted: set[tuple[str, str | None]] = set()
+    marked = []
+    for card in cards:
+        tools = tuple(replace(tool, described_in=first[tool.slug]) if tool.slug in first
+                      else tool for tool in card.tools)
+        for tool in card.tools:
+            first.setdefault(tool.slug, card.number)
+        quote = (card.quote_text, card.quote_by) if card.quote_text else None
+        repeat = quote in quoted
+        if quote:
+            quoted.add(quote)
+        if repeat or tools != card.tools:
+            card = replace(card, tools=tools,
+                           **({"quote_text": None, "quote_by": None} if repeat else {}))
+        marked.append(card)
+    return tuple(marked)
 
 
 def link_view(card: CardView) -> LinkView:
@@ -507,7 +535,7 @@ def render_issue(comparisons: Sequence[Comparison], *, edition: Edition, window:
     }
     if web:
         budget = 10 * 1024 * 1024
-    cards = tuple(card_view(c, i, votes) for i, c in enumerate(comparisons, 1))
+    cards = mark_repeats([card_view(c, i, votes) for i, c in enumerate(comparisons, 1)])
     # The public web copy links straight to the comparisons: only the email's clicks count.
     cards, targets = ((cards, {}) if web
                       else tracked_cards(cards, comparisons, edition.key, settings))
