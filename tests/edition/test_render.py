@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from dataclasses import replace
 from html.parser import HTMLParser
 
 import pytest
 
 from digest.edition.personalize import (NAME, PREFERENCES_URL, SplitTemplate, UNSUBSCRIBE_URL,
                                         VIEW_URL, VOTE_URL)
-from digest.edition.render import (BUDGET_BYTES, RenderError, largest_fitting, measured_size,
-                           render_issue, safe_url)
+from digest.edition.render import (BUDGET_BYTES, RenderError, card_view, largest_fitting,
+                                   mark_repeats, measured_size, render_issue, safe_url)
 from digest.settings import load_settings
 from digest.edition.summaries import verdict_line
 from digest.edition.weeks import Edition
@@ -307,3 +308,68 @@ def test_reader_link_allowance_covers_the_longest_real_link():
         assert len(vote) <= allowance[VOTE_URL] and len(prefs) <= allowance[PREFERENCES_URL]
     document = f'<a href="{VOTE_URL}/tool/ship">'
     assert measured_size(document, "https://a.example") < measured_size(document)
+
+
+def _section(text: str, heading: str) -> str:
+    """The plain-text part from `heading` up to the next comparison's heading (or the end)."""
+    start = text.index(heading)
+    following = re.search(r"\n\n\n\d+\. ", text[start:])
+    return text[start:start + following.start()] if following else text[start:]
+
+
+def test_a_repeated_tool_is_printed_short_with_a_pointer_back(conf):
+    """A tool compared twice in one week is described in full once; the second time the
+    plain-text part gives its verdict, average and vote link and points back, and the card
+    keeps its verdict, average and vote buttons with a pointer instead of the details."""
+    first = make_tool("quillmark", "Quillmark", tagline="Notes that write their own outline",
+                      pricing="Nine dollars a month, billed yearly")
+    other = make_tool("parsec", "Parsec Notes", verdict="skip", ship=1, skip=3,
+                      scores=(52, 41, 58, 49), tagline="A notebook for the whole team")
+    third = make_tool("ledgerly", "Ledgerly", tagline="Receipts read and filed for you")
+    day = dt.datetime(2026, 11, 18, tzinfo=UTC)
+    issue = render([make_comparison(first, other, published_at=day),
+                    make_comparison(third, first, published_at=day + dt.timedelta(hours=1))],
+                   conf)
+
+    full, again = _section(issue.text, "1. Quillmark"), _section(issue.text, "2. Ledgerly")
+    # The first appearance keeps everything.
+    assert "Notes that write their own outline" in full and "Pricing: Nine dollars" in full
+    assert "Builder 82 ship" in full and "No community votes yet" in full
+    # The repeat: name and verdict line, its average, the pointer, and its own vote link.
+    lines = again.splitlines()
+    at = lines.index("Quillmark: SHIP (panel 4 ship · 0 skip)")
+    assert lines[at + 1] == "Average 80.8/100 (described under 1 above)"
+    assert lines[at + 2] == f"Would you ship it? {VOTE_URL}/quillmark"
+    assert "Notes that write their own outline" not in again and "Nine dollars" not in again
+    assert issue.text.count("Notes that write their own outline") == 1
+    # The other tool in the second comparison is new, so it is printed in full.
+    assert "Receipts read and filed for you" in again and "Pricing: " in again
+
+    doc = Document(issue.html)
+    assert doc.text.count("Notes that write their own outline") == 1
+    assert doc.text.count("Nine dollars a month, billed yearly") == 1
+    assert "Described under comparison 1 above." in doc.text
+    # Both cards still offer the vote, each link named by what it does (label in name).
+    for answer, verdict in (("Yes", "ship"), ("No", "skip")):
+        links = [attrs for tag, attrs in doc.elements if tag == "a"
+                 and attrs.get("href") == f"{VOTE_URL}/quillmark/{verdict}"]
+        assert len(links) == 2
+        assert all(a["aria-label"] == f"{answer}, {verdict} Quillmark" for a in links)
+
+
+def test_a_quote_printed_once_is_not_printed_again():
+    """The demo week picks the same reviewer's line for a tool in two comparisons: the second
+    card leaves it out, and a card with a quote of its own keeps it."""
+    day = dt.datetime(2026, 11, 18, tzinfo=UTC)
+    a, b, c = make_tool("quillmark", "Quillmark"), make_tool("parsec"), make_tool("ledgerly")
+    cards = [replace(card_view(comparison, number), quote_text=text, quote_by="Skeptic on Quillmark")
+             for number, (comparison, text) in enumerate([
+                 (make_comparison(a, b, published_at=day), "Outlines are the easy part."),
+                 (make_comparison(b, a, published_at=day), "Outlines are the easy part."),
+                 (make_comparison(c, a, published_at=day), "A different line.")], 1)]
+    marked = mark_repeats(cards)
+    assert [card.quote_text for card in marked] == ["Outlines are the easy part.", None,
+                                                    "A different line."]
+    assert marked[1].quote_by is None
+    assert [[tool.described_in for tool in card.tools] for card in marked] == [
+        [None, None], [1, 1], [None, 1]]
