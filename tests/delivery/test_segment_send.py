@@ -179,6 +179,7 @@ def test_a_reader_who_changes_segment_after_the_plan_still_gets_the_planned_edit
     assert [(d.subscriber_id, d.reason) for d in skipped] == [(data[2].id, "subscriber unsubscribed")]
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # PostgreSQL keeps the plain join
 def test_on_sqlite_a_segment_batch_reads_its_readers_through_the_segment_index(engine, session,
                                                                               settings):
     from sqlalchemy import event
@@ -186,8 +187,6 @@ def test_on_sqlite_a_segment_batch_reads_its_readers_through_the_segment_index(e
     from digest.delivery.plan import plan_deliveries
     from digest.edition.segments import compose_segments
 
-    if engine.dialect.name != "sqlite":
-        pytest.skip("PostgreSQL reads a batch through the plain join")
     week(session)
     readers(session, 3, ["Data Infrastructure"], prefix="data")
     issue = compose_issue(session, settings, "2026-W47", now=AFTER)
