@@ -77,6 +77,23 @@ def test_one_edition_per_preference_set_and_one_render_per_selection(session, se
     assert again.added == 0 and again.renders == 0
 
 
+def test_only_segments_with_active_readers_get_editions_spelled_as_their_first_reader(
+        session, settings):
+    week(session)
+    gone = reader(session, "gone@example.com", ["Code Review"])
+    lifecycle.unsubscribe(session, gone, at=MONDAY)
+    left = reader(session, "left@example.com", ["DEVELOPER TOOLS"])  # first, but gone
+    lifecycle.unsubscribe(session, left, at=MONDAY)
+    reader(session, "dev@example.com", ["developer tools"])
+    reader(session, "dev2@example.com", ["Developer Tools"])
+    issue = compose_issue(session, settings, W47, now=AFTER)
+    segments.compose_segments(session, settings, issue, now=AFTER)
+    editions = {e.segment: e for e in segments.editions_of(session, issue.id)}
+    assert set(editions) == {"developer-tools"}  # nobody active wants code review
+    assert editions["developer-tools"].categories == "developer tools"
+    assert editions["developer-tools"].comparisons == 1
+
+
 def test_the_plan_gives_each_reader_their_edition_and_skips_empty_segments(session, settings):
     week(session)
     readers = [reader(session, f"all{i}@example.com") for i in range(5)]
