@@ -201,6 +201,7 @@ def main() -> int:
     print(f"{n:,} subscribers, SQLite, SendGrid-style sink, {args.rounds} rounds; "
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
     checks_ok = True
+    done: list[dict] = []
 
     def one_round(segments_first: bool) -> dict:
         nonlocal checks_ok
@@ -219,7 +220,6 @@ def main() -> int:
         done.append(r)
         return r
 
-    done: list[dict] = []
     results, ratio = alternating_rounds(args.rounds, one_round)
     cpu_ratio = statistics.median(r["cpu_ratio"] for r in results)
     peak = max(max(r["one"]["peak_rss_mb"], r["many"]["peak_rss_mb"]) for r in results)
