@@ -47,7 +47,7 @@ class Links:
 
     def vote(self, issue_id: int, subscriber_id: int, email: str) -> str:
         """The base of a reader's vote links in one issue; `/{tool}/{ship|skip}` follows."""
-        token = self.signer.sign("vote", vote_subject(issue_id, subscriber_id), email)
+        token = self.signer.sign("vote", issue_subject(issue_id, subscriber_id), email)
         return f"{self.base_url}/vote/{token}"
 
     # The same links for a whole batch of recipients at once (what a send needs): bind the batch
@@ -85,9 +85,6 @@ def _with_issue(holders: Sequence[str], issue_id: int) -> list[str]:
 def issue_subject(issue_id: int, subscriber_id: int) -> str:
     """A token about one reader and one issue names both: `7-42` (reader 7, issue 42)."""
     return f"{subscriber_id}-{issue_id}"
-
-
-vote_subject = issue_subject  # a vote token always names its issue
 
 
 def parse_vote_subject(subject: str) -> tuple[int, int]:

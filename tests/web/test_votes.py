@@ -22,26 +22,18 @@ from digest.edition.compose import compose_issue
 from digest.edition.weeks import Edition
 from digest.outcomes.votes import export_totals
 from digest.web.app import create_app
-from factories import UTC, make_comparison, make_tool, sample_comparisons, store
+from factories import UTC, SetClock, make_comparison, make_tool, sample_comparisons, store
 from subscribers import lifecycle
-from subscribers.links import Links, vote_subject
+from subscribers.links import Links, issue_subject
 from subscribers.tokens import Signer
 
 W47 = Edition(2026, 47)
 NOW = dt.datetime(2026, 11, 24, 9, tzinfo=UTC)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-
 @pytest.fixture
 def clock():
-    return Clock()
+    return SetClock(NOW)
 
 
 @pytest.fixture
@@ -128,11 +120,11 @@ def test_forged_altered_and_foreign_tokens_change_nothing(sent, client, engine, 
         f"/vote/{token[:-2]}xx/{tool}/ship",  # altered signature
         f"/vote/{token.replace(str(readers['ada'].id) + '-', str(readers['bob'].id) + '-', 1)}"
         f"/{tool}/ship",  # another reader's id under Ada's signature
-        "/vote/" + other_key.sign("vote", vote_subject(issue.id, readers["ada"].id), ada)
+        "/vote/" + other_key.sign("vote", issue_subject(issue.id, readers["ada"].id), ada)
         + f"/{tool}/ship",
         f"/vote/{signer.sign('unsubscribe', readers['ada'].id, ada)}/{tool}/ship",  # wrong purpose
         f"/vote/{signer.sign('vote', readers['ada'].id, ada)}/{tool}/ship",  # no issue in it
-        "/vote/" + signer.sign("vote", vote_subject(issue.id + 99, readers["ada"].id), ada)
+        "/vote/" + signer.sign("vote", issue_subject(issue.id + 99, readers["ada"].id), ada)
         + f"/{tool}/ship",
         f"/vote/{token}/not-in-this-issue/ship",
         f"/vote/{token}/{tool}/maybe",
