@@ -94,3 +94,14 @@ def store(session: Session, comparisons: Sequence[Comparison]) -> list[Compariso
         session.add(comparison)
     session.commit()
     return list(comparisons)
+
+
+class SetClock:
+    """A clock the test moves by hand (`clock.now = ...`): what the code under test reads as
+    "now", a datetime or epoch seconds, whichever the code expects."""
+
+    def __init__(self, now) -> None:
+        self.now = now
+
+    def __call__(self):
+        return self.now

@@ -9,19 +9,12 @@ import sys
 import pytest
 
 from subscribers.routes import RateLimiter, network_key
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from factories import SetClock
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> SetClock:
+    return SetClock(1_800_000_000.0)
 
 
 def test_a_client_gets_limit_requests_per_window(clock):

@@ -10,22 +10,15 @@ import pytest
 
 from subscribers.links import Links
 from subscribers.tokens import BadToken, Signer
+from factories import SetClock
 
 KEY = b"unit-test-key-0123456789abcdef"
 HOLDER = "ada@example.com"
 
 
-class Clock:
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> SetClock:
+    return SetClock(1_800_000_000.0)
 
 
 @pytest.fixture

@@ -21,20 +21,13 @@ from browser_support import needs_chromium, served
 from delivery_support import RecordingProvider, add_subscribers, make_issue
 from subscribers import lifecycle
 from subscribers.routes import RateLimiter
+from factories import SetClock
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 LOOPBACK = ("127.0.0.1", 40000)
 REMOTE = ("203.0.113.7", 40000)
 PASSWORD = "correct horse battery staple"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> dt.datetime:
-        return self.now
 
 
 @pytest.fixture
@@ -45,7 +38,7 @@ def launched():
 def app_for(settings, engine, launched, **overrides):
     conf = load_settings(**{**settings.model_dump(), **overrides}) if overrides else settings
     limiter = RateLimiter(3, 900, clock=lambda: NOW.timestamp())
-    return create_app(conf, engine, clock=Clock(), public=True,
+    return create_app(conf, engine, clock=SetClock(NOW), public=True,
                       admin_options={"launcher": launched.append, "login_limiter": limiter})
 
 

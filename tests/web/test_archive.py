@@ -15,7 +15,7 @@ from digest.database.models import Issue
 from digest.edition.compose import compose_issue
 from digest.edition.weeks import Edition
 from digest.web.app import create_app
-from factories import UTC, sample_comparisons, store
+from factories import UTC, SetClock, sample_comparisons, store
 from subscribers import lifecycle
 from subscribers.models import Subscriber
 
@@ -42,17 +42,9 @@ def seed_issues(session: Session, settings, weeks: int, *, status: str = "sent",
     return issues
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = dt.datetime(2027, 1, 10, 9, tzinfo=UTC)
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-
 @pytest.fixture
 def clock():
-    return Clock()
+    return SetClock(dt.datetime(2027, 1, 10, 9, tzinfo=UTC))
 
 
 @pytest.fixture

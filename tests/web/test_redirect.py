@@ -20,7 +20,7 @@ from digest.edition.compose import compose_issue
 from digest.outcomes.clicks import ClickSigner
 from digest.settings import load_settings
 from digest.web.app import create_app
-from factories import sample_comparisons, store
+from factories import SetClock, sample_comparisons, store
 from subscribers.links import Links
 from subscribers.models import Subscriber
 from subscribers.tokens import Signer
@@ -30,13 +30,7 @@ NOW = dt.datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120 Safari/537.36"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
+class Clock(SetClock):
     def advance(self, seconds: float) -> None:
         self.now += dt.timedelta(seconds=seconds)
 
@@ -52,7 +46,7 @@ def issue(engine, settings):
 
 @pytest.fixture
 def clock():
-    return Clock()
+    return Clock(NOW)
 
 
 @pytest.fixture

@@ -25,24 +25,19 @@ from subscribers import lifecycle
 from subscribers.links import Links
 from subscribers.models import Subscriber
 from subscribers.tokens import Signer
+from factories import SetClock
 
 T0 = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.timezone.utc)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
+class Clock(SetClock):
     def advance(self, **delta: float) -> None:
         self.now += dt.timedelta(**delta)
 
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture
