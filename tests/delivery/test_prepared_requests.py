@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 import random
 import threading
+from types import SimpleNamespace
 
 from hypothesis import given, settings as hsettings, strategies as st
 
 from delivery_support import FakeClock, RecordingProvider, add_subscribers, make_issue
-from digest.delivery.providers.http import _BIG, JsonString
+from digest.delivery.providers.http import _BIG, Body, JsonString
 from digest.delivery.providers.postmark import PostmarkProvider
 from digest.delivery.providers.sendgrid import SendGridProvider
 from digest.delivery.send import SendPolicy, send_issue
@@ -116,3 +117,86 @@ def test_the_send_prepares_each_batch_once_off_the_provider_thread(engine, sessi
     assert report.complete and report.sent == 35
     assert len(provider.calls) == len(provider.prepared_in) == 4
     assert all(name.startswith("digest-build") for name in provider.prepared_in)
+
+
+def test_a_body_reports_written_only_once_every_chunk_is_out():
+    body = Body([b"[", b"x" * _BIG, b"]"])
+    chunks = iter(body)
+    assert next(chunks) == b"[" and next(chunks) == b"x" * _BIG
+    assert not body.written.is_set()  # the last chunk is not yet handed over
+    assert next(chunks) == b"]"
+    assert not body.written.is_set()  # handed over, but the writer has not asked for more
+    assert list(chunks) == [] and body.written.is_set()
+    assert bytes(body) == b"[" + b"x" * _BIG + b"]" and len(body) == _BIG + 2
+    assert list(body) == [b"[", b"x" * _BIG, b"]"]  # a retry iterates it again
+
+
+class _UploadingProvider(RecordingProvider):
+    """Writes each request's body by iterating it, as the HTTP client does, and part-way
+    through its second and later requests stops until the ledger thread has either recorded
+    the previous batch (too early: the upload would have queued behind that work) or begun to
+    wait for this body."""
+
+    def __init__(self, events: list, changed: threading.Condition, **kw) -> None:
+        super().__init__(**kw)
+        self.events, self.changed = events, changed
+        self.keys: list[str] = []
+        self.recorded_during_upload: list[str] = []
+
+    def prepare(self, letter, recipients, *, batch_key):
+        return SimpleNamespace(body=Body([b"head", b"x" * _BIG, b"tail"]))
+
+    def send_prepared(self, prepared, letter, recipients, *, batch_key):
+        chunks = iter(prepared.body)
+        next(chunks)
+        if self.keys:
+            previous = self.keys[-1]
+            with self.changed:
+                self.changed.wait_for(lambda: ("waiting", batch_key) in self.events
+                                      or ("recorded", previous) in self.events)
+                if ("recorded", previous) in self.events:
+                    self.recorded_during_upload.append(previous)
+        self.keys.append(batch_key)
+        assert list(chunks) == [b"x" * _BIG, b"tail"] and prepared.body.written.is_set()
+        return self.send_batch(letter, recipients, batch_key=batch_key)
+
+
+def test_the_ledger_thread_lets_a_body_go_out_before_recording(engine, session, settings,
+                                                               monkeypatch):
+    """Recording the last answer, claiming and building the next batch all run Python; done
+    while a large body is being written they held up every chunk's write (a 500-message upload
+    took three times as long inside a send), so they wait until the body is out."""
+    import digest.delivery.ledger as ledger
+    import digest.delivery.send as send_module
+
+    events: list = []
+    changed = threading.Condition()
+
+    def note(event) -> None:
+        with changed:
+            events.append(event)
+            changed.notify_all()
+
+    real_wait, real_record = send_module._Batch.go_first, ledger.record_outcomes
+
+    def go_first(batch) -> None:
+        note(("waiting", batch.claim.batch_key))
+        real_wait(batch)
+
+    def record_outcomes(session, batch_key, *args, **kwargs):
+        note(("recorded", batch_key))
+        return real_record(session, batch_key, *args, **kwargs)
+
+    monkeypatch.setattr(send_module._Batch, "go_first", go_first)
+    monkeypatch.setattr(ledger, "record_outcomes", record_outcomes)
+    add_subscribers(engine, 35)
+    issue = make_issue(session)
+    clock = FakeClock()
+    provider = _UploadingProvider(events, changed, batch_limit=10)
+    report = send_issue(engine, issue.id, provider, settings, clock=clock, sleep=clock.sleep,
+                        rng=random.Random(7), policy=SendPolicy(in_flight=2))
+    assert report.complete and report.sent == 35
+    assert len(provider.keys) == 4 and provider.recorded_during_upload == []
+    # Every batch but the first was waited for, and each answer was recorded after that wait.
+    for previous, key in zip(provider.keys, provider.keys[1:]):
+        assert events.index(("waiting", key)) < events.index(("recorded", previous))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import email.utils
 import json
 import re
+import threading
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -169,16 +170,23 @@ def json_object(fields: Mapping[str, Any], encoded: Mapping[str, list[bytes]]) -
 
 class Body:
     """A request body as chunks with a known length: requests sends it chunk by chunk with a
-    Content-Length (no chunked encoding), so a 50 MB batch is never concatenated in memory."""
+    Content-Length (no chunked encoding), so a 50 MB batch is never concatenated in memory.
 
-    __slots__ = ("chunks", "_length")
+    `written` is set once every chunk has been handed to the socket: the send loop keeps its
+    other threads' Python work off the interpreter until then, because each chunk's write
+    needs the interpreter back, and while another thread held it the receiver sat idle (a
+    500-message upload took 26-37 ms inside a send instead of 10-13 ms alone)."""
+
+    __slots__ = ("chunks", "_length", "written")
 
     def __init__(self, chunks: list[bytes]) -> None:
         self.chunks = chunks
         self._length = sum(len(c) for c in chunks)
+        self.written = threading.Event()
 
     def __iter__(self):
-        return iter(self.chunks)
+        yield from self.chunks
+        self.written.set()
 
     def __len__(self) -> int:
         return self._length
