@@ -279,15 +279,20 @@ def send_pg(base_url: str, n: int, workers: int) -> dict:
     sink = send_bench.SinkProcess()
     db = PgDatabase(base_url)
     try:
+        # The helpers are `digest worker`s, which run the preflight of a real send: the sender
+        # identity must look like one (the sink is still on loopback; nothing leaves the host).
         env = {"DIGEST_DATABASE_URL": db.url, "DIGEST_PROVIDER": "sendgrid",
                "DIGEST_PROVIDER_URL": sink.url, "DIGEST_PROVIDER_TOKEN": "bench-token",
                "DIGEST_SECRET_KEY": "bench-secret-key-0123456789abcdef",
-               "DIGEST_BASE_URL": "https://digest.example.com", "DIGEST_TIMEZONE": "UTC"}
+               "DIGEST_BASE_URL": "https://digest.verdict-digest.net", "DIGEST_TIMEZONE": "UTC",
+               "DIGEST_FROM": "Weekly AI Tool Verdicts <digest@news.verdict-digest.net>",
+               "DIGEST_POSTAL_ADDRESS": "Verdict Digest GmbH, Torstrasse 19, 10119 Berlin, "
+                                        "Germany"}
         os.environ.update(env)  # the helpers inherit it
         settings = load_settings(database_url=db.url, provider="sendgrid", provider_url=sink.url,
                                  provider_token="bench-token", timezone="UTC",
                                  secret_key=env["DIGEST_SECRET_KEY"],
-                                 base_url=env["DIGEST_BASE_URL"])
+                                 base_url=env["DIGEST_BASE_URL"])  # the rest from env
         _seed_pg(db.engine, n)
         issue_id = _compose_pg(db.engine, settings)
         helpers = Helpers(EDITION, workers - 1)
