@@ -168,7 +168,8 @@ def prebuilt(template_db: Path, port: int) -> tuple[str, list[tuple[str, bytes]]
 
     engine = make_engine(f"sqlite:///{template_db}")
     settings = _settings(template_db, port, 1)
-    letter, factory = issue_parts(engine, _issue_id(engine), settings)
+    parts = issue_parts(engine, _issue_id(engine), settings)
+    letter, factory = parts.letter, parts.recipients
     with engine.connect() as conn:
         rows = [(i, sid, email, name) for i, (sid, email, name) in enumerate(conn.execute(text(
             "SELECT id, email, name FROM subscribers ORDER BY id")), 1)]
