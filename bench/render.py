@@ -26,7 +26,8 @@ from sqlmodel import Session  # noqa: E402
 
 from digest.edition.compose import IssueTemplate, compose_issue  # noqa: E402
 from digest.database import make_engine, upgrade  # noqa: E402
-from digest.edition.personalize import NAME, UNSUBSCRIBE_URL, VIEW_URL  # noqa: E402
+from digest.edition.personalize import (CLICK_READER, NAME, PREFERENCES_URL,  # noqa: E402
+                                        UNSUBSCRIBE_URL, VIEW_URL, VOTE_URL)
 from digest.edition.render import render_issue  # noqa: E402
 from digest.edition.select import load_edition  # noqa: E402
 from digest.settings import load_settings  # noqa: E402
@@ -37,8 +38,13 @@ UTC = dt.timezone.utc
 COMPOSE_TARGET_MS = 40.0
 PERSONALISE_TARGET_US = 25.0
 RUNS = 25
-VALUES = {UNSUBSCRIBE_URL: "https://digest.example.com/u/81234.6740b3f1." + "Qx" * 14,
-          VIEW_URL: "https://digest.example.com/issues/2026-W47", NAME: "Ada Lovelace"}
+# One reader's values, every slot an issue can have (the vote, preference and click slots came
+# after this benchmark was written; without them the fill raised KeyError).
+VALUES = {UNSUBSCRIBE_URL: "https://digest.example.com/u/81234-7.6740b3f1.6e1f2a." + "Qx" * 11,
+          VIEW_URL: "https://digest.example.com/issues/2026-W47",
+          VOTE_URL: "https://digest.example.com/vote/81234-7.6740b3f1.6e1f2a." + "Qx" * 11,
+          PREFERENCES_URL: "https://digest.example.com/p/81234.6740b3f1.6e1f2a." + "Qx" * 11,
+          CLICK_READER: "81234.6740b3f1", NAME: "Ada Lovelace"}
 
 
 def _median_ms(action, runs: int = RUNS) -> float:
