@@ -398,9 +398,13 @@ class _Batch:
         At most `_START_FIRST` and `_WRITE_FIRST`; a body that does not say is not waited for."""
         if not self.started.wait(_START_FIRST):
             return
-        written = getattr(getattr(self.prepared, "body", None), "written", None)
-        if written is not None:
-            written.wait(_WRITE_FIRST)
+        if self.written is not None:
+            self.written.wait(_WRITE_FIRST)
+
+    @property
+    def written(self) -> threading.Event | None:
+        """Its request body's `written` event, when the provider's body has one."""
+        return getattr(getattr(self.prepared, "body", None), "written", None)
 
 
 @dataclass
@@ -736,9 +740,8 @@ class Sender:
                 raise
         finally:
             batch.started.set()
-            written = getattr(getattr(batch.prepared, "body", None), "written", None)
-            if written is not None:  # a call that ended before writing it all: wait no more
-                written.set()
+            if batch.written is not None:  # a call that ended before writing it all
+                batch.written.set()
 
     def _build(self, batch: _Batch) -> tuple[list[Recipient], object | None]:
         """A batch's recipients (links signed) and its request as the provider encodes it: all
